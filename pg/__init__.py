@@ -1,0 +1,42 @@
+"""`pg`: pure JAX functions for policy-gradient RLHF.
+
+Conventions (written down once, tested in tests/test_conventions.py):
+
+* Arrays are batch-major `[B, T]` over *response* tokens t in [0, T); names carry their shapes
+  (`logp_BxT`, `logits_BxTxV`, `scores_B`).
+* `mask_BxT` is a float mask, 1.0 on generated (trainable) tokens, 0.0 on padding.
+* The sequence score R sits on the last generated token (the last t with m_t = 1).
+* Reward, return and advantage buffers are float32, whatever the dtype of scores or tokens;
+  log-probs are computed in float32 whatever the logits' dtype.
+* Masked means divide by the number of unmasked tokens, never by T.
+* Returns (critic targets) are computed before any advantage whitening.
+* Log-ratios are clamped to ±20 before `exp`.
+* Samples of one prompt sit in `group_size` consecutive rows (B = prompts × G).
+* Hyperparameters a user may sweep are float32 leaves of a dict (`pg.hparams`), traced under
+  `jit`; shapes, loop counts and names are static.
+* Advantage estimators and policy losses are chosen by name from registries
+  (`pg.registry`), one signature each.
+"""
+
+from pg import advantages as _advantages  # registers the built-in estimators
+from pg import policy_losses as _policy_losses  # registers the built-in losses
+from pg.aggregation import MODES as AGGREGATION_MODES
+from pg.aggregation import aggregate_loss
+from pg.baselines import (grpo_advantages, group_mean_advantages, init_baseline_state,
+                          moving_average_advantages, moving_average_baseline, rloo_advantages,
+                          update_moving_average)
+from pg.hparams import make_hparams
+from pg.kl import kl_estimate, kl_k1, kl_k2, kl_k3, log_ratio
+from pg.logprobs import (sequence_log_probs, token_entropy, token_log_probs,
+                         token_log_probs_and_entropy)
+from pg.masked import last_token_mask, masked_mean, masked_sum, masked_var, masked_whiten
+from pg.multistep import (discounted_returns, generalized_advantage_estimation,
+                          generalized_advantage_estimation_associative, lambda_returns)
+from pg.policy_losses import (clipped_value_loss, entropy_bonus, ppo_clipped_surrogate,
+                              reinforce_sequence_surrogate, reinforce_token_surrogate)
+from pg.registry import (ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs,
+                         AdvantageOutputs, PolicyLossInputs, get_advantage, get_policy_loss,
+                         register_advantage, register_policy_loss)
+from pg.rewards import per_token_rewards
+
+__version__ = "0.1.0"

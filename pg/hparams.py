@@ -1,0 +1,60 @@
+"""Swept hyperparameters: a flat dict of float32 scalars, traced under `jit`.
+
+Everything a user may sweep is a value here, never a Python constant baked into the program, so
+`jax.vmap` can run several settings in one compile and a changed value never recompiles.
+Shapes, loop counts and names (estimator, loss, aggregation mode) are static config instead.
+
+`make_hparams(**overrides)` validates names and ranges eagerly, before anything compiles.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+
+INF = math.inf
+
+# name: (default, low, high, low_open, high_open, meaning)
+SPEC = {
+    "learning_rate": (1e-3, 0.0, INF, True, True, "optimizer step size"),
+    "gamma": (1.0, 0.0, 1.0, False, False, "discount γ"),
+    "lam": (0.95, 0.0, 1.0, False, False, "GAE λ"),
+    "kl_coef": (0.0, 0.0, INF, False, True, "β, KL penalty coefficient"),
+    "baseline_decay": (0.9, 0.0, 1.0, False, True, "moving-average baseline decay"),
+    "adv_eps": (1e-6, 0.0, INF, True, True, "ε in GRPO's std and in whitening"),
+    "ppo_eps_low": (0.2, 0.0, 1.0, False, True, "PPO clip range below 1"),
+    "ppo_eps_high": (0.2, 0.0, INF, False, True, "PPO clip range above 1"),
+    "dual_clip": (0.0, 0.0, INF, False, True, "dual-clip c (> 1 turns it on; ≤ 1 is off)"),
+    "value_clip": (0.2, 0.0, INF, True, True, "value-loss clip range"),
+    "value_coef": (0.5, 0.0, INF, False, True, "value-loss coefficient"),
+    "entropy_coef": (0.0, 0.0, INF, False, True, "entropy-bonus coefficient"),
+    "temperature": (1.0, 0.0, INF, True, True, "sampling temperature τ"),
+}
+
+
+def _check_value(name, value):
+  default, lo, hi, lo_open, hi_open, meaning = SPEC[name]
+  v = float(value)
+  below = v <= lo if lo_open else v < lo
+  above = v >= hi if hi_open else v > hi
+  if math.isnan(v) or below or above:
+    interval = ("(" if lo_open else "[") + f"{lo}, {hi}" + (")" if hi_open else "]")
+    raise ValueError(f"hyperparameter `{name}` ({meaning}) must lie in {interval}, got {v}.")
+
+
+def make_hparams(**overrides) -> dict:
+  """Defaults from `SPEC`, with `overrides` checked by name and range; float32 scalars.
+
+  An override may also be an array of values (for a sweep axis); each entry is checked.
+  """
+  unknown = sorted(set(overrides) - set(SPEC))
+  if unknown:
+    raise KeyError(f"unknown hyperparameter(s) {unknown}; known: {', '.join(sorted(SPEC))}.")
+  hp = {}
+  for name, spec in SPEC.items():
+    value = overrides.get(name, spec[0])
+    for v in jnp.ravel(jnp.asarray(value, jnp.float32)).tolist():
+      _check_value(name, v)
+    hp[name] = jnp.asarray(value, jnp.float32)
+  return hp

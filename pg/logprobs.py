@@ -1,0 +1,177 @@
+"""Per-token log-probabilities and entropies from logits, stable in float32 for any logits dtype.
+
+    log π(y_t | y_<t) = x_t[y_t] / τ − logsumexp_v(x_t[v] / τ)
+    H_t = −Σ_v p_t[v] log p_t[v],  p_t = softmax(x_t / τ)
+
+`x_t` are the logits that predict token t (the caller aligns them: logits at position t − 1 of
+the model's input predict token t) and τ is the sampling temperature, so that behaviour
+log-probs from the sampler and the trainer's log-probs come from the same distribution.
+
+With `chunk_size=C` the vocabulary is processed C entries at a time under `lax.scan`, with an
+online log-sum-exp forward and a hand-written backward pass, so a float32 `[B, T, V]` array is
+never materialised in either direction: the largest float32 temporaries are `[B, T, C]`, and the
+only `[B, T, V]` array the backward pass writes is the cotangent of the logits, in their dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from pg import _checks
+
+
+def _check(fn, logits_BxTxV, tokens_BxT, chunk_size):
+  _checks.rank(fn, "logits_BxTxV", logits_BxTxV, 3)
+  _checks.shape(fn, "tokens_BxT", tokens_BxT, logits_BxTxV.shape[:2], "`logits_BxTxV`[:2]")
+  _checks.integer(fn, "tokens_BxT", tokens_BxT)
+  if chunk_size is not None:
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+      raise ValueError(f"{fn}: `chunk_size` must be a positive int or None, got {chunk_size!r}.")
+
+
+def _dense(logits_BxTxV, tokens_BxT, inv_temp):
+  x_BxTxV = logits_BxTxV.astype(jnp.float32) * inv_temp
+  logp_all_BxTxV = jax.nn.log_softmax(x_BxTxV, axis=-1)
+  logp_BxT = jnp.take_along_axis(logp_all_BxTxV, tokens_BxT[..., None], axis=-1)[..., 0]
+  entropy_BxT = -jnp.sum(jnp.exp(logp_all_BxTxV) * logp_all_BxTxV, axis=-1)
+  return logp_BxT, entropy_BxT
+
+
+def _chunks(V, C):
+  """Static (start, size) of every chunk: n full chunks for the scan, then the remainder."""
+  n = V // C
+  return n, V - n * C
+
+
+def _chunk_at(logits_BxTxV, start, size):
+  return jax.lax.dynamic_slice_in_dim(logits_BxTxV, start, size, axis=-1)
+
+
+def _online_stats(logits_BxTxV, tokens_BxT, inv_temp, C):
+  """Online log-sum-exp over vocabulary chunks: returns (lse, target logit, Σp·x) per token."""
+  B, T, V = logits_BxTxV.shape
+  n, rem = _chunks(V, C)
+
+  def update(carry, x_BxTxC, start):
+    m_BxT, s_BxT, sx_BxT, tgt_BxT = carry
+    x_BxTxC = x_BxTxC.astype(jnp.float32) * inv_temp
+    m_new = jnp.maximum(m_BxT, jnp.max(x_BxTxC, axis=-1))
+    scale = jnp.exp(m_BxT - m_new)
+    e_BxTxC = jnp.exp(x_BxTxC - m_new[..., None])
+    s_BxT = s_BxT * scale + jnp.sum(e_BxTxC, axis=-1)
+    sx_BxT = sx_BxT * scale + jnp.sum(e_BxTxC * x_BxTxC, axis=-1)
+    ids = start + jnp.arange(x_BxTxC.shape[-1])
+    tgt_BxT = tgt_BxT + jnp.sum(jnp.where(ids == tokens_BxT[..., None], x_BxTxC, 0.0), axis=-1)
+    return (m_new, s_BxT, sx_BxT, tgt_BxT)
+
+  zeros = jnp.zeros((B, T), jnp.float32)
+  carry = (jnp.full((B, T), -jnp.inf, jnp.float32), zeros, zeros, zeros)
+  if n:
+    def body(carry, i):
+      start = i * C
+      return update(carry, _chunk_at(logits_BxTxV, start, C), start), None
+    carry, _ = jax.lax.scan(body, carry, jnp.arange(n))
+  if rem:
+    carry = update(carry, logits_BxTxV[..., n * C:], n * C)
+  m_BxT, s_BxT, sx_BxT, tgt_BxT = carry
+  lse_BxT = m_BxT + jnp.log(s_BxT)
+  return lse_BxT, tgt_BxT, sx_BxT / s_BxT
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _chunked(logits_BxTxV, tokens_BxT, inv_temp, C):
+  return _chunked_fwd(logits_BxTxV, tokens_BxT, inv_temp, C)[0]
+
+
+def _chunked_fwd(logits_BxTxV, tokens_BxT, inv_temp, C):
+  lse_BxT, tgt_BxT, mean_x_BxT = _online_stats(logits_BxTxV, tokens_BxT, inv_temp, C)
+  logp_BxT = tgt_BxT - lse_BxT
+  entropy_BxT = lse_BxT - mean_x_BxT
+  res = (logits_BxTxV, tokens_BxT, inv_temp, lse_BxT, entropy_BxT)
+  return (logp_BxT, entropy_BxT), res
+
+
+def _chunked_bwd(C, res, cotangents):
+  """d logp/dx'_v = 1[v = y] − p_v;  d H/dx'_v = −p_v (log p_v + H);  x' = x / τ."""
+  logits_BxTxV, tokens_BxT, inv_temp, lse_BxT, entropy_BxT = res
+  g_logp_BxT, g_ent_BxT = cotangents
+  V = logits_BxTxV.shape[-1]
+  n, rem = _chunks(V, C)
+
+  def grad_chunk(x_BxTxC, start):
+    x_BxTxC = x_BxTxC.astype(jnp.float32)
+    xs_BxTxC = x_BxTxC * inv_temp
+    logp_BxTxC = xs_BxTxC - lse_BxT[..., None]
+    p_BxTxC = jnp.exp(logp_BxTxC)
+    ids = start + jnp.arange(x_BxTxC.shape[-1])
+    onehot_BxTxC = (ids == tokens_BxT[..., None]).astype(jnp.float32)
+    gxs_BxTxC = (g_logp_BxT[..., None] * (onehot_BxTxC - p_BxTxC)
+                 - g_ent_BxT[..., None] * p_BxTxC * (logp_BxTxC + entropy_BxT[..., None]))
+    g_inv_temp = jnp.sum(gxs_BxTxC * x_BxTxC)
+    return (gxs_BxTxC * inv_temp).astype(logits_BxTxV.dtype), g_inv_temp
+
+  g_logits = jnp.zeros_like(logits_BxTxV)
+  g_inv_temp = jnp.zeros((), jnp.float32)
+  if n:
+    def body(carry, i):
+      g_logits, g_inv_temp = carry
+      start = i * C
+      g_chunk, g_t = grad_chunk(_chunk_at(logits_BxTxV, start, C), start)
+      g_logits = jax.lax.dynamic_update_slice_in_dim(g_logits, g_chunk, start, axis=-1)
+      return (g_logits, g_inv_temp + g_t), None
+    (g_logits, g_inv_temp), _ = jax.lax.scan(body, (g_logits, g_inv_temp), jnp.arange(n))
+  if rem:
+    g_chunk, g_t = grad_chunk(logits_BxTxV[..., n * C:], n * C)
+    g_logits = g_logits.at[..., n * C:].set(g_chunk)
+    g_inv_temp = g_inv_temp + g_t
+  zero_tokens = jnp.zeros(tokens_BxT.shape, jax.dtypes.float0)
+  return g_logits, zero_tokens, jnp.asarray(g_inv_temp, jnp.result_type(inv_temp))
+
+
+_chunked.defvjp(_chunked_fwd, _chunked_bwd)
+
+
+def token_log_probs_and_entropy(logits_BxTxV, tokens_BxT, *, temperature=1.0,
+                                chunk_size: int | None = None):
+  """Per-token log π(y_t | y_<t) and entropy H_t, both float32 `[B, T]`.
+
+  Args:
+    logits_BxTxV: logits x_t predicting token t, for t in [0, T), any float dtype.
+    tokens_BxT: integer token ids y_t, t in [0, T).
+    temperature: τ > 0 (a scalar, may be traced); the distribution is softmax(x / τ).
+    chunk_size: None for the dense path; an int C to process the vocabulary C entries at a
+      time (V need not be a multiple of C) so that float32 `[B, T, V]` is never built.
+  Returns:
+    (logp_BxT, entropy_BxT), float32.
+  """
+  _check("token_log_probs_and_entropy", logits_BxTxV, tokens_BxT, chunk_size)
+  _checks.in_range("token_log_probs_and_entropy", "temperature", temperature, 0.0, float("inf"),
+                   lo_open=True, hi_open=True)
+  inv_temp = 1.0 / jnp.asarray(temperature, jnp.float32)
+  if chunk_size is None or chunk_size >= logits_BxTxV.shape[-1]:
+    return _dense(logits_BxTxV, tokens_BxT, inv_temp)
+  return _chunked(logits_BxTxV, tokens_BxT, inv_temp, chunk_size)
+
+
+def token_log_probs(logits_BxTxV, tokens_BxT, *, temperature=1.0, chunk_size=None):
+  """Per-token log π(y_t | y_<t), float32 `[B, T]` (see `token_log_probs_and_entropy`)."""
+  return token_log_probs_and_entropy(
+      logits_BxTxV, tokens_BxT, temperature=temperature, chunk_size=chunk_size)[0]
+
+
+def token_entropy(logits_BxTxV, *, temperature=1.0, chunk_size=None):
+  """Per-token entropy H_t = −Σ_v p_t[v] log p_t[v] of softmax(x_t / τ), float32 `[B, T]`."""
+  _checks.rank("token_entropy", "logits_BxTxV", logits_BxTxV, 3)
+  dummy_BxT = jnp.zeros(logits_BxTxV.shape[:2], jnp.int32)
+  return token_log_probs_and_entropy(
+      logits_BxTxV, dummy_BxT, temperature=temperature, chunk_size=chunk_size)[1]
+
+
+def sequence_log_probs(logp_BxT, mask_BxT):
+  """log π(y) = Σ_t m_t log π(y_t | y_<t), float32 `[B]`: masked tokens contribute nothing."""
+  _checks.rank("sequence_log_probs", "logp_BxT", logp_BxT, 2)
+  _checks.same_shape("sequence_log_probs", {"logp_BxT": logp_BxT, "mask_BxT": mask_BxT})
+  return jnp.sum(logp_BxT.astype(jnp.float32) * mask_BxT, axis=-1)
