@@ -47,6 +47,18 @@ def _chunks(V, C):
 
 
 def _chunk_at(logits_BxTxV, start, size):
+  """C vocabulary entries from `start`, in the logits' dtype.
+
+  Sub-32-bit floats are sliced as unsigned ints of the same width and bitcast back: XLA's CPU
+  backend otherwise upcasts the whole bf16 `[B, T, V]` array to float32 before the loop to run
+  the dynamic slice, which is the very array chunking exists to avoid. (With the bitcast, CPU
+  still copies the logits once, in their own dtype.)
+  """
+  dtype = jnp.dtype(logits_BxTxV.dtype)
+  if dtype.itemsize < 4:
+    as_uint = jax.lax.bitcast_convert_type(logits_BxTxV, jnp.dtype(f"uint{8 * dtype.itemsize}"))
+    chunk = jax.lax.dynamic_slice_in_dim(as_uint, start, size, axis=-1)
+    return jax.lax.bitcast_convert_type(chunk, dtype)
   return jax.lax.dynamic_slice_in_dim(logits_BxTxV, start, size, axis=-1)
 
 
