@@ -56,12 +56,14 @@ def _needs_values(name, inputs):
 @register_advantage("none")
 def no_baseline(inputs: AdvantageInputs, hp, state):
   """A = R (the vanilla score-function estimator)."""
+  inputs.check("none")
   return _from_sequence_advantages(jnp.asarray(inputs.scores_B, jnp.float32), inputs, hp, state)
 
 
 @register_advantage("moving_average")
 def moving_average(inputs: AdvantageInputs, hp, state):
   """A = R − b, b an EMA of past batch means (hp["baseline_decay"]); state updated."""
+  inputs.check("moving_average")
   adv_B, state = baselines.moving_average_advantages(inputs.scores_B, state,
                                                      hp["baseline_decay"])
   return _from_sequence_advantages(adv_B, inputs, hp, state)
@@ -70,6 +72,7 @@ def moving_average(inputs: AdvantageInputs, hp, state):
 @register_advantage("group_mean")
 def group_mean(inputs: AdvantageInputs, hp, state):
   """A_i = R_i − mean_g R."""
+  inputs.check("group_mean")
   adv_B = baselines.group_mean_advantages(inputs.scores_B, inputs.group_size)
   return _from_sequence_advantages(adv_B, inputs, hp, state)
 
@@ -77,6 +80,7 @@ def group_mean(inputs: AdvantageInputs, hp, state):
 @register_advantage("rloo")
 def rloo(inputs: AdvantageInputs, hp, state):
   """A_i = R_i − mean_{j≠i} R_j (G ≥ 2)."""
+  inputs.check("rloo")
   adv_B = baselines.rloo_advantages(inputs.scores_B, inputs.group_size)
   return _from_sequence_advantages(adv_B, inputs, hp, state)
 
@@ -84,6 +88,7 @@ def rloo(inputs: AdvantageInputs, hp, state):
 @register_advantage("grpo")
 def grpo(inputs: AdvantageInputs, hp, state):
   """A_i = (R_i − mean_g R)/(std_g R + ε), Bessel std (TRL, OpenRLHF, verl); ε = hp["adv_eps"]."""
+  inputs.check("grpo")
   adv_B = baselines.grpo_advantages(inputs.scores_B, inputs.group_size, hp["adv_eps"],
                                     unbiased_std=True)
   return _from_sequence_advantages(adv_B, inputs, hp, state)
@@ -92,6 +97,7 @@ def grpo(inputs: AdvantageInputs, hp, state):
 @register_advantage("grpo_population")
 def grpo_population(inputs: AdvantageInputs, hp, state):
   """GRPO with the population std (divides by G, as EasyDeL)."""
+  inputs.check("grpo_population")
   adv_B = baselines.grpo_advantages(inputs.scores_B, inputs.group_size, hp["adv_eps"],
                                     unbiased_std=False)
   return _from_sequence_advantages(adv_B, inputs, hp, state)
@@ -100,6 +106,7 @@ def grpo_population(inputs: AdvantageInputs, hp, state):
 @register_advantage("reinforce_pp")
 def reinforce_pp(inputs: AdvantageInputs, hp, state):
   """REINFORCE++: γ-discounted per-token returns, whitened over every token of the batch."""
+  inputs.check("reinforce_pp")
   m = _mask(inputs)
   returns_BxT = multistep.discounted_returns(token_rewards(inputs, hp), m, hp["gamma"])
   adv_BxT = masked.masked_whiten(returns_BxT, m, eps=hp["adv_eps"])
@@ -110,6 +117,7 @@ def reinforce_pp(inputs: AdvantageInputs, hp, state):
 def value_baseline(inputs: AdvantageInputs, hp, state):
   """A_t = G_t − V(s_t): the return minus a learned value (GAE with λ = 1)."""
   _needs_values("value", inputs)
+  inputs.check("value")
   m = _mask(inputs)
   returns_BxT = multistep.discounted_returns(token_rewards(inputs, hp), m, hp["gamma"])
   adv_BxT = (returns_BxT - jnp.asarray(inputs.values_BxT, jnp.float32)) * m
@@ -120,6 +128,7 @@ def value_baseline(inputs: AdvantageInputs, hp, state):
 def gae(inputs: AdvantageInputs, hp, state):
   """GAE(γ, λ) from per-token rewards and the critic; returns are the λ-returns A + V."""
   _needs_values("gae", inputs)
+  inputs.check("gae")
   m = _mask(inputs)
   v = jnp.asarray(inputs.values_BxT, jnp.float32)
   adv_BxT = multistep.generalized_advantage_estimation(token_rewards(inputs, hp), v, m,

@@ -19,6 +19,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pg import _checks
 
@@ -28,7 +29,8 @@ def _check(fn, logits_BxTxV, tokens_BxT, chunk_size):
   _checks.shape(fn, "tokens_BxT", tokens_BxT, logits_BxTxV.shape[:2], "`logits_BxTxV`[:2]")
   _checks.integer(fn, "tokens_BxT", tokens_BxT)
   if chunk_size is not None:
-    if not isinstance(chunk_size, int) or chunk_size < 1:
+    if (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1):
       raise ValueError(f"{fn}: `chunk_size` must be a positive int or None, got {chunk_size!r}.")
 
 
@@ -165,7 +167,7 @@ def token_log_probs_and_entropy(logits_BxTxV, tokens_BxT, *, temperature=1.0,
   inv_temp = 1.0 / jnp.asarray(temperature, jnp.float32)
   if chunk_size is None or chunk_size >= logits_BxTxV.shape[-1]:
     return _dense(logits_BxTxV, tokens_BxT, inv_temp)
-  return _chunked(logits_BxTxV, tokens_BxT, inv_temp, chunk_size)
+  return _chunked(logits_BxTxV, tokens_BxT, inv_temp, int(chunk_size))
 
 
 def token_log_probs(logits_BxTxV, tokens_BxT, *, temperature=1.0, chunk_size=None):

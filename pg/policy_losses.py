@@ -101,6 +101,7 @@ def _ratio_metrics(inputs: PolicyLossInputs):
 def reinforce_loss(inputs: PolicyLossInputs, hp):
   """On-policy score-function loss −sg(A_t)·log π(y_t | y_<t); ignores `old_logp_BxT`."""
   del hp
+  inputs.check("reinforce")
   loss = reinforce_token_surrogate(inputs.logp_BxT, inputs.advantages_BxT, inputs.mask_BxT)
   return loss, {**_ratio_metrics(inputs), "clip_fraction": jnp.zeros((), jnp.float32)}
 
@@ -108,6 +109,7 @@ def reinforce_loss(inputs: PolicyLossInputs, hp):
 @register_policy_loss("ppo")
 def ppo_loss(inputs: PolicyLossInputs, hp):
   """Clipped surrogate with hp['ppo_eps_low'], hp['ppo_eps_high'], hp['dual_clip']."""
+  inputs.check("ppo")
   loss, clipped = ppo_clipped_surrogate(
       inputs.logp_BxT, inputs.old_logp_BxT, inputs.advantages_BxT, inputs.mask_BxT,
       hp["ppo_eps_low"], hp["ppo_eps_high"], hp["dual_clip"])

@@ -22,6 +22,8 @@ from typing import Any, Callable, NamedTuple, Optional
 import flax.struct
 import jax
 
+from pg import _checks
+
 Array = jax.Array
 
 
@@ -39,6 +41,15 @@ class AdvantageInputs:
   kl_BxT: Optional[Array] = None
   group_size: int = flax.struct.field(pytree_node=False, default=1)
 
+  def check(self, fn: str = "advantage estimator") -> "AdvantageInputs":
+    """Raises, naming the argument, unless every array fits `[B, T]` / `[B]` and G divides B."""
+    _checks.rank(fn, "mask_BxT", self.mask_BxT, 2)
+    _checks.shape(fn, "scores_B", self.scores_B, self.mask_BxT.shape[:1], "`mask_BxT`[:1]")
+    _checks.same_shape(fn, {"mask_BxT": self.mask_BxT, "values_BxT": self.values_BxT,
+                            "kl_BxT": self.kl_BxT})
+    _checks.group_size(fn, self.mask_BxT.shape[0], self.group_size)
+    return self
+
 
 class AdvantageOutputs(NamedTuple):
   advantages_BxT: Array  # float32, 0 on masked tokens
@@ -51,6 +62,13 @@ class PolicyLossInputs(NamedTuple):
   old_logp_BxT: Array    # behaviour log-probs (from the sampler), no gradient
   advantages_BxT: Array  # treated as constants
   mask_BxT: Array
+
+  def check(self, fn: str = "policy loss") -> "PolicyLossInputs":
+    """Raises, naming the argument, unless all four arrays share one `[B, T]` shape."""
+    _checks.rank(fn, "logp_BxT", self.logp_BxT, 2)
+    _checks.same_shape(fn, {"logp_BxT": self.logp_BxT, "old_logp_BxT": self.old_logp_BxT,
+                            "advantages_BxT": self.advantages_BxT, "mask_BxT": self.mask_BxT})
+    return self
 
 
 ADVANTAGE_ESTIMATORS: dict[str, Callable] = {}
