@@ -52,17 +52,23 @@ def is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def outside(v: float, lo: float, hi: float, lo_open=False, hi_open=False):
+  """The interval as text if `v` lies outside it (or is NaN), else None."""
+  below = v <= lo if lo_open else v < lo
+  above = v >= hi if hi_open else v > hi
+  if np.isnan(v) or below or above:
+    return ("(" if lo_open else "[") + f"{lo}, {hi}" + (")" if hi_open else "]")
+  return None
+
+
 def in_range(fn: str, name: str, x, lo: float, hi: float, *, lo_open=False, hi_open=False):
   """Raises if a concrete `x` lies outside [lo, hi] (open ends as asked); skipped under a trace."""
   scalar(fn, name, x)
   if not is_concrete(x):
     return
-  v = float(x)
-  below = v <= lo if lo_open else v < lo
-  above = v >= hi if hi_open else v > hi
-  if np.isnan(v) or below or above:
-    interval = ("(" if lo_open else "[") + f"{lo}, {hi}" + (")" if hi_open else "]")
-    raise ValueError(f"{fn}: `{name}` must lie in {interval}, got {v}.")
+  interval = outside(float(x), lo, hi, lo_open, hi_open)
+  if interval:
+    raise ValueError(f"{fn}: `{name}` must lie in {interval}, got {float(x)}.")
 
 
 def group_size(fn: str, batch: int, g: int, *, minimum: int = 1) -> None:

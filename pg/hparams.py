@@ -13,6 +13,8 @@ import math
 
 import jax.numpy as jnp
 
+from pg import _checks
+
 INF = math.inf
 
 # name: (default, low, high, low_open, high_open, meaning)
@@ -34,13 +36,10 @@ SPEC = {
 
 
 def _check_value(name, value):
-  default, lo, hi, lo_open, hi_open, meaning = SPEC[name]
-  v = float(value)
-  below = v <= lo if lo_open else v < lo
-  above = v >= hi if hi_open else v > hi
-  if math.isnan(v) or below or above:
-    interval = ("(" if lo_open else "[") + f"{lo}, {hi}" + (")" if hi_open else "]")
-    raise ValueError(f"hyperparameter `{name}` ({meaning}) must lie in {interval}, got {v}.")
+  _, lo, hi, lo_open, hi_open, meaning = SPEC[name]
+  interval = _checks.outside(float(value), lo, hi, lo_open, hi_open)
+  if interval:
+    raise ValueError(f"hyperparameter `{name}` ({meaning}) must lie in {interval}, got {value}.")
 
 
 def make_hparams(**overrides) -> dict:
