@@ -127,20 +127,29 @@ def _chunked_bwd(C, res, cotangents):
     g_inv_temp = jnp.sum(gxs_BxTxC * x_BxTxC)
     return (gxs_BxTxC * inv_temp).astype(logits_BxTxV.dtype), g_inv_temp
 
-  g_logits = jnp.zeros_like(logits_BxTxV)
+  # Sub-32-bit gradients are written as same-width uints (see `_chunk_at`): a bf16
+  # dynamic_update_slice makes XLA's CPU backend convert the whole buffer to float32 and back
+  # on every chunk.
+  dtype = jnp.dtype(logits_BxTxV.dtype)
+  store = jnp.dtype(f"uint{8 * dtype.itemsize}") if dtype.itemsize < 4 else dtype
+  to_store = (lambda g: jax.lax.bitcast_convert_type(g.astype(dtype), store)) \
+      if store != dtype else (lambda g: g.astype(dtype))
+  g_logits = jnp.zeros(logits_BxTxV.shape, store)
   g_inv_temp = jnp.zeros((), jnp.float32)
   if n:
     def body(carry, i):
       g_logits, g_inv_temp = carry
       start = i * C
       g_chunk, g_t = grad_chunk(_chunk_at(logits_BxTxV, start, C), start)
-      g_logits = jax.lax.dynamic_update_slice_in_dim(g_logits, g_chunk, start, axis=-1)
+      g_logits = jax.lax.dynamic_update_slice_in_dim(g_logits, to_store(g_chunk), start, axis=-1)
       return (g_logits, g_inv_temp + g_t), None
     (g_logits, g_inv_temp), _ = jax.lax.scan(body, (g_logits, g_inv_temp), jnp.arange(n))
   if rem:
     g_chunk, g_t = grad_chunk(logits_BxTxV[..., n * C:], n * C)
-    g_logits = g_logits.at[..., n * C:].set(g_chunk)
+    g_logits = g_logits.at[..., n * C:].set(to_store(g_chunk))
     g_inv_temp = g_inv_temp + g_t
+  if store != dtype:
+    g_logits = jax.lax.bitcast_convert_type(g_logits, dtype)
   zero_tokens = jnp.zeros(tokens_BxT.shape, jax.dtypes.float0)
   return g_logits, zero_tokens, jnp.asarray(g_inv_temp, jnp.result_type(inv_temp))
 
