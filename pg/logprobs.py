@@ -43,9 +43,15 @@ def _dense(logits_BxTxV, tokens_BxT, inv_temp):
 
 
 def _chunks(V, C):
-  """Static (start, size) of every chunk: n full chunks for the scan, then the remainder."""
+  """(n, rem): n full chunks of C for the scan, then a static remainder of rem entries."""
   n = V // C
   return n, V - n * C
+
+
+def _storage_dtype(dtype):
+  """The dtype chunks are sliced and written in: same-width uint for sub-32-bit floats."""
+  dtype = jnp.dtype(dtype)
+  return jnp.dtype(f"uint{8 * dtype.itemsize}") if dtype.itemsize < 4 else dtype
 
 
 def _chunk_at(logits_BxTxV, start, size):
@@ -56,12 +62,12 @@ def _chunk_at(logits_BxTxV, start, size):
   the dynamic slice, which is the very array chunking exists to avoid. (With the bitcast, CPU
   still copies the logits once, in their own dtype.)
   """
-  dtype = jnp.dtype(logits_BxTxV.dtype)
-  if dtype.itemsize < 4:
-    as_uint = jax.lax.bitcast_convert_type(logits_BxTxV, jnp.dtype(f"uint{8 * dtype.itemsize}"))
-    chunk = jax.lax.dynamic_slice_in_dim(as_uint, start, size, axis=-1)
-    return jax.lax.bitcast_convert_type(chunk, dtype)
-  return jax.lax.dynamic_slice_in_dim(logits_BxTxV, start, size, axis=-1)
+  dtype, store = jnp.dtype(logits_BxTxV.dtype), _storage_dtype(logits_BxTxV.dtype)
+  if store == dtype:
+    return jax.lax.dynamic_slice_in_dim(logits_BxTxV, start, size, axis=-1)
+  as_uint = jax.lax.bitcast_convert_type(logits_BxTxV, store)
+  chunk = jax.lax.dynamic_slice_in_dim(as_uint, start, size, axis=-1)
+  return jax.lax.bitcast_convert_type(chunk, dtype)
 
 
 def _online_stats(logits_BxTxV, tokens_BxT, inv_temp, C):
@@ -130,8 +136,7 @@ def _chunked_bwd(C, res, cotangents):
   # Sub-32-bit gradients are written as same-width uints (see `_chunk_at`): a bf16
   # dynamic_update_slice makes XLA's CPU backend convert the whole buffer to float32 and back
   # on every chunk.
-  dtype = jnp.dtype(logits_BxTxV.dtype)
-  store = jnp.dtype(f"uint{8 * dtype.itemsize}") if dtype.itemsize < 4 else dtype
+  dtype, store = jnp.dtype(logits_BxTxV.dtype), _storage_dtype(logits_BxTxV.dtype)
   to_store = (lambda g: jax.lax.bitcast_convert_type(g.astype(dtype), store)) \
       if store != dtype else (lambda g: g.astype(dtype))
   g_logits = jnp.zeros(logits_BxTxV.shape, store)
