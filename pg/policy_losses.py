@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from pg import _checks
+from pg import kl
 from pg.kl import LOG_RATIO_CLAMP
 from pg.masked import masked_mean
 from pg.registry import PolicyLossInputs, register_policy_loss
@@ -91,10 +92,11 @@ def entropy_bonus(entropy_BxT, mask_BxT):
 # Registered policy losses: fn(inputs: PolicyLossInputs, hp) -> (loss_BxT, metrics).
 
 def _ratio_metrics(inputs: PolicyLossInputs):
-  log_ratio = jax.lax.stop_gradient(inputs.logp_BxT - inputs.old_logp_BxT)
-  return {"approx_kl_old": masked_mean(jnp.expm1(-log_ratio) + log_ratio, inputs.mask_BxT),
-          "ratio_mean": masked_mean(jnp.exp(jnp.clip(log_ratio, -LOG_RATIO_CLAMP,
-                                                     LOG_RATIO_CLAMP)), inputs.mask_BxT)}
+  """KL to the behaviour policy (k3) and the mean ratio ρ, both from clamped log-ratios."""
+  logp_BxT = jax.lax.stop_gradient(inputs.logp_BxT)
+  log_ratio_BxT = kl.log_ratio(logp_BxT, inputs.old_logp_BxT)
+  return {"approx_kl_old": masked_mean(kl.kl_k3(logp_BxT, inputs.old_logp_BxT), inputs.mask_BxT),
+          "ratio_mean": masked_mean(jnp.exp(log_ratio_BxT), inputs.mask_BxT)}
 
 
 @register_policy_loss("reinforce")

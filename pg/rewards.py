@@ -23,7 +23,7 @@ def per_token_rewards(scores_B, mask_BxT, kl_BxT=None, kl_coef=0.0):
     kl_BxT: per-token KL estimate kl_t (e.g. `pg.kl.kl_k1`), or None for no penalty.
     kl_coef: β ≥ 0, scalar (may be traced).
   Returns:
-    rewards_BxT, float32; zero on masked positions except where they carry nothing at all.
+    rewards_BxT, float32, 0 on masked positions.
   """
   fn = "per_token_rewards"
   _checks.rank(fn, "mask_BxT", mask_BxT, 2)

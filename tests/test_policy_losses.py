@@ -143,3 +143,12 @@ def test_registered_losses_on_policy():
                              jax.grad(lambda lp: total("reinforce", lp))(logp), rtol=1e-6)
   np.testing.assert_allclose(jax.grad(lambda lp: total("reinforce", lp))(logp),
                              -adv * mask / mask.sum(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["reinforce", "ppo"])
+def test_loss_metrics_stay_finite_for_huge_log_ratios(name):
+  logp = jnp.array([[-500.0, 0.0, 300.0]])
+  inputs = pg.PolicyLossInputs(logp, jnp.zeros_like(logp), jnp.ones_like(logp),
+                               jnp.ones_like(logp))
+  _, metrics = pg.get_policy_loss(name)(inputs, pg.make_hparams())
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
