@@ -1,6 +1,6 @@
 """Score-function estimators on an enumerable problem (V=3, T=4), checked against exact ∇J.
 
-    python experiments/train.py --config configs/enumerable_demo.py
+    python experiments/estimator_demo.py
 
 About 20 seconds on a 2-core CPU (4 estimators × 8 seeds × 200 updates, one compile each).
 Override any field: --config.num_updates=500 --config.learning_rate=0.1

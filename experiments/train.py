@@ -1,54 +1,32 @@
-"""Main job. Until the model and train step land, a demo of the estimators on an enumerable
-problem: each registered baseline trains a tabular policy, every seed in one compile, and the
-sampled gradients are compared with the exact ∇J.
+"""The main job: train a transformer policy with policy gradients, every seed in one program.
 
-    python experiments/train.py [--config configs/enumerable_demo.py] [--config.num_updates=500]
+    python experiments/train.py                                   # configs/default.py
+    python experiments/train.py --config configs/ppo.py --config.num_seeds=8 --workdir runs/ppo
+
+Writes metrics.jsonl (one row per seed and update), TensorBoard events (tb/), curves.png and
+orbax checkpoints into the workdir (default: runs/<config name>); a rerun with the same workdir
+resumes from the last checkpoint.
 """
 
 import os
-import time
 
-from absl import app
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-import pg
-from pg import demo, plotting
+from pg import experiment
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "enumerable_demo.py"),
+    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"),
     "An ml_collections config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config name>).")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
-  hp = pg.make_hparams(learning_rate=config.learning_rate, temperature=config.temperature,
-                       baseline_decay=config.baseline_decay)
-  results = {}
-  for name in config.advantages:
-    with config.unlocked():
-      config.advantage = name
-    demo.validate(config)
-  for name in config.advantages:
-    with config.unlocked():
-      config.advantage = name
-    start = time.time()
-    results[name] = {k: v.__array__() for k, v in demo.run(config, hp).items()}
-    print(f"{name:>16}: {config.num_seeds} seeds × {config.num_updates} updates "
-          f"in {time.time() - start:.1f}s (compile included)")
-  print(plotting.summary_table(
-      results,
-      [("J at 10% of updates", "exact_J", (0.1, 0.1)), ("final J", "exact_J", (0.9, 1.0)),
-       ("cos(ĝ, ∇J), first 10%", "grad_cosine_to_exact", (0.0, 0.1))],
-      note=f"max achievable J = {demo.max_objective(config):.3f}; ± is a 95% interval across "
-           f"{config.num_seeds} seeds; cos is the sampled gradient's cosine with the exact one."))
-  os.makedirs(config.workdir, exist_ok=True)
-  path = plotting.plot_curves(results, os.path.join(config.workdir, "curves.png"),
-                              best=demo.max_objective(config),
-                              smoothing={"grad_cosine_to_exact": 10})
-  print(f"learning curves: {path}")
+  name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
+  experiment.run(config, _WORKDIR.value or config.workdir or os.path.join("runs", name))
 
 
 if __name__ == "__main__":

@@ -57,8 +57,12 @@ def plot_curves(results, path, best=None, metrics=("exact_J", "grad_cosine_to_ex
   `smoothing` maps a metric to a trailing moving-average window (for noisy per-update metrics).
   """
   smoothing = smoothing or {}
-  fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
-  for ax, key in zip(axes[0], metrics):
+  ncols = min(2, len(metrics))
+  nrows = -(-len(metrics) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 4 * nrows), squeeze=False)
+  for ax in axes.flat[len(metrics):]:
+    ax.set_visible(False)
+  for ax, key in zip(axes.flat, metrics):
     for i, (name, m) in enumerate(results.items()):
       x_SxK = smooth(m[key], smoothing.get(key, 1))
       steps = np.arange(x_SxK.shape[1])

@@ -57,7 +57,7 @@ def test_bad_config_fails_before_compiling(override, match):
 
 
 def test_main_script_runs(tmp_path):
-  cmd = [sys.executable, os.path.join(ROOT, "experiments", "train.py"),
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "estimator_demo.py"),
          "--config.num_updates=20", "--config.num_seeds=2", f"--config.workdir={tmp_path}"]
   out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
   assert "| rloo |" in out and (tmp_path / "curves.png").stat().st_size > 10_000

@@ -1,0 +1,30 @@
+"""PPO with a learned critic (separate trunk) and GAE, KL to the initial policy in the reward.
+
+    python experiments/train.py --config configs/ppo.py
+
+TIME on a 2-core CPU.
+"""
+
+from pg.configs import base_config
+
+
+def get_config():
+  c = base_config()
+  c.task.name = "needle"
+  c.num_prompts = 32
+  c.group_size = 1
+  c.model.value_head = "separate"
+  c.advantage = "gae"
+  c.policy_loss = "ppo"
+  c.whiten_advantages = True
+  c.kl_placement = "reward"
+  c.kl_estimator = "k1"
+  c.ppo_epochs = 2
+  c.num_minibatches = 2
+  c.hparams.kl_coef = 0.01
+  c.hparams.gamma = 1.0
+  c.hparams.lam = 0.95
+  c.hparams.learning_rate = 1e-3
+  c.hparams.entropy_coef = 0.01
+  c.num_chunks = 40
+  return c.lock()

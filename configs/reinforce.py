@@ -1,0 +1,19 @@
+"""Vanilla REINFORCE: A = R, no baseline (the source text's estimator).
+
+    python experiments/train.py --config configs/reinforce.py
+
+TIME on a 2-core CPU.
+"""
+
+from pg.configs import base_config
+
+
+def get_config():
+  c = base_config()
+  c.task.name = "needle"
+  c.num_prompts = 32
+  c.advantage = "none"
+  c.hparams.learning_rate = 1e-3
+  c.hparams.entropy_coef = 0.01
+  c.num_chunks = 40
+  return c.lock()

@@ -1,0 +1,34 @@
+"""The base experiment config; files in configs/ start from it and change what they need."""
+
+import ml_collections
+
+from pg.hparams import SPEC
+
+
+def base_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.num_seeds = 4
+  c.task = ml_collections.ConfigDict({"name": "count_up", "options": {}})
+  c.model = ml_collections.ConfigDict({
+      "num_layers": 2, "d_model": 64, "num_heads": 4, "mlp_ratio": 4,
+      "value_head": "none", "dtype": "float32"})
+  c.num_prompts = 16          # prompts per update
+  c.group_size = 4            # samples per prompt (G), in consecutive rows
+  c.advantage = "rloo"        # pg.ADVANTAGE_ESTIMATORS
+  c.policy_loss = "reinforce"  # pg.POLICY_LOSSES
+  c.aggregation = "token-mean"  # pg.AGGREGATION_MODES
+  c.whiten_advantages = False
+  c.kl_placement = "none"     # "none" | "reward" (−β·kl per token) | "loss" (β·kl term)
+  c.kl_estimator = "k1"       # k1/k3 in the reward, k2 in the loss (see pg.kl)
+  c.ppo_epochs = 1
+  c.num_minibatches = 1
+  c.max_grad_norm = 1.0
+  c.logprob_chunk_size = ml_collections.config_dict.placeholder(int)
+  c.updates_per_chunk = 10    # updates per compiled chunk (one lax.scan)
+  c.num_chunks = 20
+  c.checkpoint_every = 5      # chunks
+  c.workdir = ""              # default: runs/<config name>
+  c.hparams = ml_collections.ConfigDict({name: spec[0] for name, spec in SPEC.items()})
+  c.hparams.learning_rate = 3e-3
+  return c

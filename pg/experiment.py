@@ -1,0 +1,191 @@
+"""Running a config: every seed in one compiled program, with progress, logs, plots, checkpoints.
+
+`run(config, workdir)` does, in order: validate the config (before compiling), restore the last
+orbax checkpoint in `workdir` if there is one (a rerun resumes), then for each chunk of updates
+call the jitted, seed-vmapped `train_chunk`, append one JSONL row per seed and update, write
+TensorBoard scalars, and checkpoint every `checkpoint_every` chunks. At the end (or on Ctrl-C,
+after saving) it plots the learning curves and prints a few decoded samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from tqdm import tqdm
+
+from pg import plotting, sampler, train
+from pg.tasks import make_task
+
+STATIC_FIELDS_ALLOWED_TO_CHANGE = ("num_chunks", "checkpoint_every", "workdir")
+
+
+def _comparable(config) -> dict:
+  d = json.loads(config.to_json_best_effort())
+  for k in STATIC_FIELDS_ALLOWED_TO_CHANGE:
+    d.pop(k, None)
+  return d
+
+
+class MetricsLog:
+  """JSONL rows {"seed", "update", metric...}; on resume, rows past the checkpoint are dropped."""
+
+  def __init__(self, path, keep_updates_below: int):
+    self.path = path
+    rows = []
+    if os.path.exists(path):
+      with open(path) as f:
+        rows = [line for line in f if line.strip()
+                and json.loads(line)["update"] < keep_updates_below]
+    with open(path, "w") as f:
+      f.writelines(rows)
+
+  def append(self, metrics, first_update: int):
+    """metrics: dict of arrays `[num_seeds, K]`."""
+    names = sorted(metrics)
+    arrays = {k: np.asarray(metrics[k]) for k in names}
+    S, K = arrays[names[0]].shape
+    with open(self.path, "a") as f:
+      for s in range(S):
+        for k in range(K):
+          row = {"seed": s, "update": first_update + k}
+          row.update({n: float(arrays[n][s, k]) for n in names})
+          f.write(json.dumps(row) + "\n")
+
+  def read(self):
+    """All rows as metric -> array `[num_seeds, num_updates]`."""
+    with open(self.path) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+      return {}
+    S = 1 + max(r["seed"] for r in rows)
+    U = 1 + max(r["update"] for r in rows)
+    out = {k: np.full((S, U), np.nan) for k in rows[0] if k not in ("seed", "update")}
+    for r in rows:
+      for k in out:
+        out[k][r["seed"], r["update"]] = r[k]
+    return out
+
+
+def run(config, workdir: str, *, verbose: bool = True):
+  """Trains `config.num_seeds` seeds for `config.num_chunks` chunks; returns the final state."""
+  task, mcfg = train.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      saved = json.load(f)
+    saved = {k: v for k, v in saved.items() if k not in STATIC_FIELDS_ALLOWED_TO_CHANGE}
+    if saved != _comparable(config):
+      diff = sorted(k for k in set(saved) | set(_comparable(config))
+                    if saved.get(k) != _comparable(config).get(k))
+      raise ValueError(f"workdir {workdir!r} holds a run with a different config (fields "
+                       f"{diff}); use another --workdir or delete it.")
+  with open(config_path, "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+  init, train_chunk = train.make_programs(config)
+  hp = train.hparams_from_config(config)
+  state = init(train.seed_keys(config), hp)
+  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                                  options=ocp.CheckpointManagerOptions(max_to_keep=2))
+  start_chunk = 0
+  if manager.latest_step() is not None:
+    start_chunk = manager.latest_step()
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    state = manager.restore(start_chunk, args=ocp.args.StandardRestore(abstract))
+    if verbose:
+      print(f"resumed from {workdir} at chunk {start_chunk} "
+            f"(update {start_chunk * config.updates_per_chunk})")
+  K = config.updates_per_chunk
+  log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_updates_below=start_chunk * K)
+  tb = _tensorboard(os.path.join(workdir, "tb"))
+
+  bar = tqdm(range(start_chunk, config.num_chunks), initial=start_chunk,
+             total=config.num_chunks, desc="chunks", unit="chunk", disable=not verbose)
+  completed, pending = start_chunk, None
+
+  def commit(result, chunk):
+    nonlocal state, completed
+    new_state, metrics = result
+    metrics = jax.device_get(metrics)
+    log.append(metrics, chunk * K)
+    _write_tensorboard(tb, metrics, chunk * K)
+    state, completed = new_state, chunk + 1
+    bar.set_postfix(score=f"{np.mean(metrics['mean_score'][:, -1]):.3f}")
+    if completed % config.checkpoint_every == 0 or completed == config.num_chunks:
+      manager.save(completed, args=ocp.args.StandardSave(state))
+
+  start = time.time()
+  try:
+    for chunk in bar:
+      pending = train_chunk(state)  # dispatched asynchronously; `state` is donated
+      commit(pending, chunk)
+      pending = None
+  except KeyboardInterrupt:
+    # The donated input state is gone: finish the chunk in flight, then save it.
+    if pending is not None:
+      commit(pending, chunk)
+    if manager.latest_step() != completed:
+      manager.save(completed, args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+    print(f"\ninterrupted: saved the state after chunk {completed}; rerun with the same "
+          f"workdir to resume.")
+    raise
+  finally:
+    manager.wait_until_finished()
+    if tb is not None:
+      tb.close()
+  if verbose:
+    print(f"{config.num_chunks - start_chunk} chunks in {time.time() - start:.1f}s "
+          f"(compile included)")
+    report(config, workdir, log, state, task, mcfg)
+  return state
+
+
+def _tensorboard(path):
+  try:
+    from tensorboardX import SummaryWriter
+  except ImportError:  # optional: JSONL and the PNG carry the same numbers
+    return None
+  return SummaryWriter(path)
+
+
+def _write_tensorboard(tb, metrics, first_update):
+  if tb is None:
+    return
+  for name, x_SxK in metrics.items():
+    for k in range(x_SxK.shape[1]):
+      tb.add_scalar(f"{name}/mean_over_seeds", float(np.mean(x_SxK[:, k])), first_update + k)
+  tb.flush()
+
+
+def report(config, workdir, log, state, task, mcfg):
+  """Curves PNG, a final table, and decoded samples from seed 0."""
+  curves = log.read()
+  metrics = ("mean_score", "entropy", "response_length")
+  if config.kl_placement != "none":
+    metrics += ("kl_to_ref",)
+  path = plotting.plot_curves({config.advantage: curves}, os.path.join(workdir, "curves.png"),
+                              metrics=tuple(m for m in metrics if m in curves))
+  print(plotting.summary_table(
+      {config.advantage: curves},
+      [("score, first 10%", "mean_score", (0.0, 0.1)), ("score, last 10%", "mean_score",
+                                                        (0.9, 1.0))],
+      note=f"{config.num_seeds} seeds; ± is a 95% interval across seeds."))
+  print(f"learning curves: {path}\nmetrics: {log.path}\n")
+  params0 = jax.tree_util.tree_map(lambda x: x[0], state.params)
+  prompts = task.sample_prompts(jax.random.PRNGKey(12345), 4)
+  s = sampler.sample(params0, mcfg, prompts, jax.random.PRNGKey(0),
+                     max_new_tokens=task.max_new_tokens, eos_id=task.eos_id, pad_id=task.pad_id,
+                     temperature=float(state.hp["temperature"][0]))
+  scores = task.score(prompts, s.tokens_BxT, s.mask_BxT)
+  print("samples from seed 0 after training:")
+  for i in range(prompts.shape[0]):
+    n = int(np.sum(np.asarray(s.mask_BxT[i])))
+    print(f"  {task.decode(prompts[i])}  →  {task.decode(s.tokens_BxT[i][:n])}"
+          f"   (score {float(scores[i]):.2f})")

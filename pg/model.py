@@ -1,0 +1,144 @@
+"""A decoder-only transformer policy (Flax linen) with an optional value head and a KV cache.
+
+    tokens_BxL → embed + learned positions → num_layers × [LN → causal MHA → LN → MLP] → LN
+               → logits_BxLxV (policy), values_BxL (critic: shared trunk or a separate one)
+
+`apply` is pure: params are a plain pytree, so a batch of models (one per seed) is a `vmap`.
+Decoding uses an explicit cache (a list of (k, v) per layer, `[B, S, H, Dh]` each, S = max_len):
+a call with `cache` and `pos` writes the new keys and values at positions pos..pos+L−1 and attends
+to every cached position ≤ its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+VALUE_HEADS = ("none", "shared", "separate")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  max_len: int
+  num_layers: int = 2
+  d_model: int = 64
+  num_heads: int = 4
+  mlp_ratio: int = 4
+  value_head: str = "shared"  # "none" | "shared" (value on the policy trunk) | "separate"
+  dtype: str = "float32"      # compute dtype; parameters stay float32
+
+  def __post_init__(self):
+    for name in ("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "mlp_ratio"):
+      if int(getattr(self, name)) < 1:
+        raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}.")
+    if self.d_model % self.num_heads:
+      raise ValueError(f"model.d_model ({self.d_model}) must be a multiple of model.num_heads "
+                       f"({self.num_heads}).")
+    if self.value_head not in VALUE_HEADS:
+      raise ValueError(f"model.value_head must be one of {VALUE_HEADS}, got {self.value_head!r}.")
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
+
+  @property
+  def head_dim(self):
+    return self.d_model // self.num_heads
+
+
+def init_cache(cfg: ModelConfig, batch_size: int):
+  """Zeros for every layer's keys and values: a list of (k, v), each `[B, S, H, Dh]`."""
+  shape = (batch_size, cfg.max_len, cfg.num_heads, cfg.head_dim)
+  return [(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype))
+          for _ in range(cfg.num_layers)]
+
+
+class Block(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, pos, kv=None):
+    cfg = self.cfg
+    B, L, D = x_BxLxD.shape
+    H, Dh = cfg.num_heads, cfg.head_dim
+    dense = lambda n, name: nn.Dense(n, dtype=cfg.dtype, name=name)
+    h = nn.LayerNorm(dtype=cfg.dtype, name="ln_attn")(x_BxLxD)
+    qkv_BxLx3D = dense(3 * D, "qkv")(h)
+    q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh = jnp.split(qkv_BxLx3D.reshape(B, L, 3 * H, Dh), 3, axis=2)
+    q_pos_L = pos + jnp.arange(L)
+    if kv is None:  # full sequence (training): keys are the sequence itself
+      k_BxSxHxDh, v_BxSxHxDh = k_BxLxHxDh, v_BxLxHxDh
+      k_pos_S = q_pos_L
+    else:  # decoding: write into the cache, attend to every cached position up to our own
+      k_cache, v_cache = kv
+      k_BxSxHxDh = jax.lax.dynamic_update_slice_in_dim(k_cache, k_BxLxHxDh.astype(k_cache.dtype),
+                                                       pos, axis=1)
+      v_BxSxHxDh = jax.lax.dynamic_update_slice_in_dim(v_cache, v_BxLxHxDh.astype(v_cache.dtype),
+                                                       pos, axis=1)
+      k_pos_S = jnp.arange(k_cache.shape[1])
+    scores_BxHxLxS = jnp.einsum("blhd,bshd->bhls", q_BxLxHxDh, k_BxSxHxDh) / jnp.sqrt(Dh)
+    causal_LxS = k_pos_S[None, :] <= q_pos_L[:, None]
+    scores_BxHxLxS = jnp.where(causal_LxS, scores_BxHxLxS.astype(jnp.float32), -1e30)
+    attn_BxHxLxS = jax.nn.softmax(scores_BxHxLxS, axis=-1).astype(cfg.dtype)
+    out_BxLxHxDh = jnp.einsum("bhls,bshd->blhd", attn_BxHxLxS, v_BxSxHxDh)
+    x_BxLxD = x_BxLxD + dense(D, "attn_out")(out_BxLxHxDh.reshape(B, L, D))
+    h = nn.LayerNorm(dtype=cfg.dtype, name="ln_mlp")(x_BxLxD)
+    h = dense(D, "mlp_out")(nn.gelu(dense(cfg.mlp_ratio * D, "mlp_in")(h)))
+    new_kv = None if kv is None else (k_BxSxHxDh, v_BxSxHxDh)
+    return x_BxLxD + h, new_kv
+
+
+class Trunk(nn.Module):
+  """Embeddings, blocks and the final LayerNorm: hidden states `[B, L, D]`."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxL, pos=0, cache=None):
+    cfg = self.cfg
+    L = tokens_BxL.shape[1]
+    x = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed")(tokens_BxL)
+    x = x + nn.Embed(cfg.max_len, cfg.d_model, name="pos_embed")(pos + jnp.arange(L))[None]
+    x = x.astype(cfg.dtype)
+    new_cache = []
+    for i in range(cfg.num_layers):
+      x, kv = Block(cfg, name=f"block_{i}")(x, pos, None if cache is None else cache[i])
+      new_cache.append(kv)
+    return nn.LayerNorm(dtype=cfg.dtype, name="ln_final")(x), (None if cache is None else new_cache)
+
+
+class PolicyValue(nn.Module):
+  """The policy (logits) and, by config, a value head on the same trunk or on its own."""
+  cfg: ModelConfig
+
+  def setup(self):
+    self.trunk = Trunk(self.cfg)
+    self.lm_head = nn.Dense(self.cfg.vocab_size, dtype=self.cfg.dtype, name="lm_head")
+    if self.cfg.value_head == "separate":
+      self.critic_trunk = Trunk(self.cfg)
+    if self.cfg.value_head != "none":
+      self.value_out = nn.Dense(1, dtype=jnp.float32, name="value_out")
+
+  def __call__(self, tokens_BxL):
+    """Full forward (training): logits `[B, L, V]` and values `[B, L]` float32 (or None)."""
+    h_BxLxD, _ = self.trunk(tokens_BxL)
+    logits_BxLxV = self.lm_head(h_BxLxD)
+    values_BxL: Optional[jax.Array] = None
+    if self.cfg.value_head == "shared":
+      values_BxL = self.value_out(h_BxLxD.astype(jnp.float32))[..., 0]
+    elif self.cfg.value_head == "separate":
+      hc_BxLxD, _ = self.critic_trunk(tokens_BxL)
+      values_BxL = self.value_out(hc_BxLxD.astype(jnp.float32))[..., 0]
+    return logits_BxLxV, values_BxL
+
+  def decode(self, tokens_BxL, pos, cache):
+    """Policy logits for tokens at positions pos..pos+L−1, reading and writing the cache."""
+    h_BxLxD, cache = self.trunk(tokens_BxL, pos, cache)
+    return self.lm_head(h_BxLxD), cache
+
+
+def init_params(cfg: ModelConfig, key):
+  tokens = jnp.zeros((1, cfg.max_len), jnp.int32)
+  return PolicyValue(cfg).init(key, tokens)

@@ -1,0 +1,64 @@
+"""Autoregressive sampling with a KV cache, compiled whole: one prefill, then `lax.scan`.
+
+Every prompt has the same length P; the response has T = `max_new_tokens` slots. A row stops at
+its first end token (kept, with mask 1: it is a generated, trained token); the slots after it
+hold `pad_id` with mask 0. Behaviour log-probs come from `pg.token_log_probs` on the very logits
+the token was drawn from, scaled by the same temperature the trainer uses, so ρ = 1 on-policy.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from pg import _checks
+from pg.logprobs import token_log_probs
+from pg.model import ModelConfig, PolicyValue, init_cache
+
+
+class Samples(NamedTuple):
+  tokens_BxT: jax.Array     # int32 response tokens, pad after the end token
+  logp_BxT: jax.Array       # float32 behaviour log-probs, 0 where masked
+  mask_BxT: jax.Array       # float32, 1 on generated tokens (end token included)
+  truncated_B: jax.Array    # bool, True where no end token was produced
+
+
+def sample(params, cfg: ModelConfig, prompts_BxP, key, *, max_new_tokens: int, eos_id: int,
+           pad_id: int, temperature=1.0) -> Samples:
+  """Samples `max_new_tokens` slots for every prompt row (temperature may be traced)."""
+  fn = "sample"
+  _checks.rank(fn, "prompts_BxP", prompts_BxP, 2)
+  _checks.integer(fn, "prompts_BxP", prompts_BxP)
+  B, P = prompts_BxP.shape
+  if P + max_new_tokens > cfg.max_len:
+    raise ValueError(f"{fn}: prompt length {P} + max_new_tokens {max_new_tokens} exceeds the "
+                     f"model's context model.max_len = {cfg.max_len}.")
+  model = PolicyValue(cfg)
+  decode = lambda tokens, pos, cache: model.apply(params, tokens, pos, cache,
+                                                  method=PolicyValue.decode)
+  logits_BxPxV, cache = decode(prompts_BxP, 0, init_cache(cfg, B))
+
+  def step(carry, t):
+    cache, logits_BxV, done_B = carry
+    y_B = jax.random.categorical(jax.random.fold_in(key, t),
+                                 logits_BxV.astype(jnp.float32) / temperature).astype(jnp.int32)
+    logp_B = token_log_probs(logits_BxV[:, None], y_B[:, None], temperature=temperature)[:, 0]
+    live_B = ~done_B
+    y_B = jnp.where(live_B, y_B, pad_id)
+    mask_B = live_B.astype(jnp.float32)
+    done_B = done_B | (y_B == eos_id)
+    next_logits_Bx1xV, cache = decode(y_B[:, None], P + t, cache)
+    return (cache, next_logits_Bx1xV[:, 0], done_B), (y_B, logp_B * mask_B, mask_B)
+
+  init = (cache, logits_BxPxV[:, -1], jnp.zeros((B,), bool))
+  (_, _, done_B), (y_TxB, logp_TxB, mask_TxB) = jax.lax.scan(
+      step, init, jnp.arange(max_new_tokens))
+  return Samples(y_TxB.T, logp_TxB.T, mask_TxB.T, ~done_B)
+
+
+def response_logits(logits_BxLxV, prompt_len: int):
+  """From a full forward over prompt ⧺ response (L = P + T), the logits that predict each
+  response token: positions P−1 .. P+T−2, `[B, T, V]`."""
+  return logits_BxLxV[:, prompt_len - 1:-1]

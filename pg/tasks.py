@@ -1,0 +1,180 @@
+"""Tasks: seeded prompt generators and rewards nobody can backpropagate through.
+
+A `Task` holds static facts (vocabulary, prompt length, response length, end and pad ids) and two
+pure functions:
+
+    sample_prompts(key, num_prompts) -> prompts_PxL int32
+    score(prompts_BxP, tokens_BxT, mask_BxT) -> scores_B float32
+
+Built in, selected by name with `make_task(name, **options)`:
+- "addition": RLVR-style multi-digit addition; reward 1 for the exact answer followed by the end
+  token (optionally partial credit per correct position). Pure JAX: it fuses into the step.
+- "needle": credit assignment; the prompt names a position k and a token c, the reward is
+  1[y_k = c]. One position among many decides the score.
+- "count_up": an ordinary Python function (no JAX inside) scored through `jax.pure_callback`, so
+  it still works under `jit` and `vmap`.
+
+Your own Python reward: `python_task(fn, ...)` with `fn(prompt: list[int], response: list[int])
+-> float`, where `response` holds the generated tokens before the end token. See `count_up`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  name: str
+  vocab_size: int
+  prompt_len: int
+  max_new_tokens: int
+  eos_id: int
+  pad_id: int
+  sample_prompts: Callable
+  score: Callable
+  token_names: tuple = ()
+
+  def decode(self, tokens) -> str:
+    names = self.token_names or tuple(str(i) for i in range(self.vocab_size))
+    return " ".join(names[int(t)] for t in np.asarray(tokens))
+
+
+def _digits(x_B, n):
+  """Base-10 digits of x, most significant first, zero-padded to n: `[B, n]`."""
+  powers = 10 ** jnp.arange(n - 1, -1, -1)
+  return (x_B[:, None] // powers[None, :]) % 10
+
+
+def addition(num_digits: int = 2, partial_credit: bool = True, reverse_answer: bool = True):
+  """a + b = with `num_digits` digits each; the answer has num_digits + 1 digits, then end.
+
+  Tokens: 0-9 digits, 10 '+', 11 '=', 12 end, 13 pad. `reverse_answer` writes the answer least
+  significant digit first (the order in which carries are computed). Partial credit: the fraction
+  of the num_digits + 2 answer positions (digits and end token) that are right.
+  """
+  if num_digits < 1:
+    raise ValueError(f"task.num_digits must be >= 1, got {num_digits}.")
+  n = num_digits
+  plus, equals, eos, pad = 10, 11, 12, 13
+
+  def sample_prompts(key, num_prompts):
+    ab = jax.random.randint(key, (num_prompts, 2), 0, 10 ** n)
+    return jnp.concatenate([_digits(ab[:, 0], n), jnp.full((num_prompts, 1), plus),
+                            _digits(ab[:, 1], n), jnp.full((num_prompts, 1), equals)],
+                           axis=1).astype(jnp.int32)
+
+  def score(prompts_BxP, tokens_BxT, mask_BxT):
+    powers = 10 ** jnp.arange(n - 1, -1, -1)
+    a = jnp.sum(prompts_BxP[:, :n] * powers, axis=1)
+    b = jnp.sum(prompts_BxP[:, n + 1:2 * n + 1] * powers, axis=1)
+    answer = _digits(a + b, n + 1)
+    if reverse_answer:
+      answer = answer[:, ::-1]
+    target_BxA = jnp.concatenate([answer, jnp.full((answer.shape[0], 1), eos)], axis=1)
+    got_BxA = jnp.where(mask_BxT[:, :n + 2] > 0, tokens_BxT[:, :n + 2], pad)
+    right_BxA = (got_BxA == target_BxA).astype(jnp.float32)
+    return jnp.mean(right_BxA, axis=1) if partial_credit else jnp.min(right_BxA, axis=1)
+
+  names = tuple("0123456789") + ("+", "=", "<end>", "<pad>")
+  return Task("addition", 14, 2 * n + 2, n + 2, eos, pad, sample_prompts, score, names)
+
+
+def needle(length: int = 8, num_symbols: int = 4, exclusive: bool = True):
+  """Prompt [k, c]: put symbol c at response position k.
+
+  Reward 1[y_k = c], and with `exclusive` minus the share of the other positions that also hold
+  c, so that writing c everywhere does not pay: the policy must learn *where*, from a score that
+  a sequence-level estimator smears over every token. Tokens: 0..S−1 symbols, S..S+T−1 position
+  markers, then end and pad.
+  """
+  if length < 1 or num_symbols < 2:
+    raise ValueError(f"task.length must be >= 1 and task.num_symbols >= 2, got {length}, "
+                     f"{num_symbols}.")
+  S, T = num_symbols, length
+  eos, pad = S + T, S + T + 1
+
+  def sample_prompts(key, num_prompts):
+    k1, k2 = jax.random.split(key)
+    pos = jax.random.randint(k1, (num_prompts,), 0, T)
+    sym = jax.random.randint(k2, (num_prompts,), 0, S)
+    return jnp.stack([S + pos, sym], axis=1).astype(jnp.int32)
+
+  def score(prompts_BxP, tokens_BxT, mask_BxT):
+    pos_B = prompts_BxP[:, 0] - S
+    at_B = jnp.take_along_axis(tokens_BxT, pos_B[:, None], axis=1)[:, 0]
+    live_B = jnp.take_along_axis(mask_BxT, pos_B[:, None], axis=1)[:, 0] > 0
+    hit_B = ((at_B == prompts_BxP[:, 1]) & live_B).astype(jnp.float32)
+    if not exclusive or T == 1:
+      return hit_B
+    elsewhere_BxT = ((tokens_BxT == prompts_BxP[:, 1:2]) & (mask_BxT > 0)
+                     & (jnp.arange(T)[None, :] != pos_B[:, None]))
+    return hit_B - jnp.sum(elsewhere_BxT, axis=1) / (T - 1)
+
+  names = tuple(f"s{i}" for i in range(S)) + tuple(f"@{t}" for t in range(T)) + ("<end>",
+                                                                                 "<pad>")
+  return Task("needle", S + T + 2, 2, T, eos, pad, sample_prompts, score, names)
+
+
+def python_task(name, reward_fn, *, vocab_size, prompt_len, max_new_tokens, eos_id, pad_id,
+                sample_prompts, token_names=()):
+  """A task whose reward is a plain Python `reward_fn(prompt: list[int], response: list[int])
+  -> float`, called row by row through `jax.pure_callback` (works under `jit` and `vmap`)."""
+
+  def host_score(prompts, tokens, mask):
+    lead = tokens.shape[:-1]
+    p = np.asarray(prompts).reshape(-1, prompts.shape[-1])
+    t = np.asarray(tokens).reshape(-1, tokens.shape[-1])
+    m = np.asarray(mask).reshape(-1, mask.shape[-1])
+    out = np.empty(t.shape[0], np.float32)
+    for i in range(t.shape[0]):
+      response = [int(x) for x, keep in zip(t[i], m[i]) if keep > 0 and x != eos_id]
+      value = reward_fn([int(x) for x in p[i]], response)
+      if not isinstance(value, (int, float, np.floating, np.integer)) or not np.isfinite(value):
+        raise ValueError(f"task {name!r}: reward_fn must return a finite float, got {value!r} "
+                         f"for prompt {p[i].tolist()} and response {response}.")
+      out[i] = value
+    return out.reshape(lead)
+
+  def score(prompts_BxP, tokens_BxT, mask_BxT):
+    result = jax.ShapeDtypeStruct(tokens_BxT.shape[:-1], jnp.float32)
+    return jax.pure_callback(host_score, result, prompts_BxP, tokens_BxT, mask_BxT,
+                             vmap_method="broadcast_all")
+
+  return Task(name, vocab_size, prompt_len, max_new_tokens, eos_id, pad_id, sample_prompts,
+              score, token_names)
+
+
+def count_up_reward(prompt: list, response: list, length: int = 8) -> float:
+  """Plain Python: the share of `length` steps that count up by one (mod 10) from the prompt."""
+  seq = [prompt[-1]] + response
+  return sum(b == (a + 1) % 10 for a, b in zip(seq, seq[1:])) / length
+
+
+def count_up(length: int = 8):
+  """Prompt: one digit d. Reward (Python, via pure_callback): the response should read d+1, d+2,
+  ... mod 10; the share of its `length` steps that do. Tokens 0-9, 10 end, 11 pad."""
+  if length < 1:
+    raise ValueError(f"task.length must be >= 1, got {length}.")
+
+  def sample_prompts(key, num_prompts):
+    return jax.random.randint(key, (num_prompts, 1), 0, 10).astype(jnp.int32)
+
+  return python_task("count_up", functools.partial(count_up_reward, length=length), vocab_size=12, prompt_len=1,
+                     max_new_tokens=length, eos_id=10, pad_id=11, sample_prompts=sample_prompts,
+                     token_names=tuple("0123456789") + ("<end>", "<pad>"))
+
+
+TASKS = {"addition": addition, "needle": needle, "count_up": count_up}
+
+
+def make_task(name: str, **options) -> Task:
+  if name not in TASKS:
+    raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}.")
+  return TASKS[name](**options)

@@ -1,0 +1,228 @@
+"""The train step, compiled whole: sample → score → advantages → loss → optax update.
+
+`make_train(config)` returns two pure functions (PureJaxRL-style):
+
+    init(key, hp) -> TrainState
+    train_chunk(state) -> (state, metrics)    # K = config.updates_per_chunk updates, lax.scan
+
+so `jax.jit(jax.vmap(train_chunk))` runs every seed in one program. Swept hyperparameters `hp`
+(learning rate, β, γ, λ, ε, coefficients, temperature) live in the state as float32 leaves:
+changing one never recompiles. Shapes, loop counts and registry names are static config.
+
+Each update: prompts from the task's seeded generator (key folded with the step), G samples per
+prompt in consecutive rows, behaviour log-probs from the sampler, scores from the task, values
+and reference log-probs from one forward pass, advantages by registry name, then
+`ppo_epochs` × `num_minibatches` gradient steps of the registry's policy loss (PPO epochs over
+the same samples; with one epoch and one minibatch it is plain on-policy REINFORCE/GRPO/...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+import pg
+from pg import sampler as sampler_lib
+from pg.model import ModelConfig, PolicyValue, init_params
+from pg.tasks import make_task
+
+KL_PLACEMENTS = ("none", "reward", "loss")
+
+
+@flax.struct.dataclass
+class TrainState:
+  params: Any
+  ref_params: Any          # π_ref (the initial policy) when a KL penalty is used, else None
+  opt_state: Any
+  baseline_state: Any
+  key: jax.Array
+  step: jax.Array          # int32: updates done
+  hp: dict                 # swept hyperparameters (float32 scalars)
+
+
+def model_config(config, task) -> ModelConfig:
+  m = config.model
+  return ModelConfig(vocab_size=task.vocab_size,
+                     max_len=task.prompt_len + task.max_new_tokens,
+                     num_layers=m.num_layers, d_model=m.d_model, num_heads=m.num_heads,
+                     mlp_ratio=m.mlp_ratio, value_head=m.value_head, dtype=m.dtype)
+
+
+def validate(config):
+  """Every static choice checked, with the field named, before anything compiles."""
+  def positive(name, value):
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"config.{name} must be a positive int, got {value!r}.")
+
+  for name in ("num_seeds", "num_prompts", "group_size", "updates_per_chunk", "num_chunks",
+               "ppo_epochs", "num_minibatches"):
+    positive(name, config[name])
+  task = make_task(config.task.name, **config.task.options)
+  pg.get_advantage(config.advantage)
+  pg.get_policy_loss(config.policy_loss)
+  if config.aggregation not in pg.AGGREGATION_MODES:
+    raise ValueError(f"config.aggregation must be one of {pg.AGGREGATION_MODES}, "
+                     f"got {config.aggregation!r}.")
+  if config.kl_placement not in KL_PLACEMENTS:
+    raise ValueError(f"config.kl_placement must be one of {KL_PLACEMENTS}, "
+                     f"got {config.kl_placement!r}.")
+  if config.kl_estimator not in ("k1", "k2", "k3"):
+    raise ValueError(f"config.kl_estimator must be 'k1', 'k2' or 'k3', "
+                     f"got {config.kl_estimator!r}.")
+  if config.advantage in ("rloo",) and config.group_size < 2:
+    raise ValueError(f"config.group_size must be >= 2 for advantage {config.advantage!r} "
+                     f"(leave-one-out), got {config.group_size}.")
+  if config.advantage in ("grpo", "grpo_population", "group_mean") and config.group_size < 2:
+    raise ValueError(f"config.group_size must be >= 2 for advantage {config.advantage!r} "
+                     f"(a group of one has advantage 0 and never learns), got "
+                     f"{config.group_size}.")
+  mcfg = model_config(config, task)
+  if config.advantage in ("gae", "value") and mcfg.value_head == "none":
+    raise ValueError(f"advantage {config.advantage!r} needs a critic: set config.model.value_head "
+                     f"to 'shared' or 'separate'.")
+  batch = config.num_prompts * config.group_size
+  if batch % config.num_minibatches:
+    raise ValueError(f"config.num_minibatches ({config.num_minibatches}) must divide the batch "
+                     f"num_prompts × group_size = {batch}.")
+  chunk = config.logprob_chunk_size
+  if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+    raise ValueError(f"config.logprob_chunk_size must be None or a positive int, got {chunk!r}.")
+  if not config.max_grad_norm > 0:
+    raise ValueError(f"config.max_grad_norm must be > 0, got {config.max_grad_norm}.")
+  pg.make_hparams(**config.hparams)  # names and ranges of the swept values
+  return task, mcfg
+
+
+def hparams_from_config(config):
+  return pg.make_hparams(**config.hparams)
+
+
+def make_train(config):
+  """Returns (init, train_chunk); see the module docstring."""
+  task, mcfg = validate(config)
+  model = PolicyValue(mcfg)
+  P, T, G = task.prompt_len, task.max_new_tokens, config.group_size
+  B = config.num_prompts * G
+  M = B // config.num_minibatches
+  has_critic = mcfg.value_head != "none"
+  use_ref = config.kl_placement != "none"
+  advantage_fn = pg.get_advantage(config.advantage)
+  policy_loss_fn = pg.get_policy_loss(config.policy_loss)
+  adam = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.scale_by_adam())
+
+  def init(key, hp) -> TrainState:
+    init_key, run_key = jax.random.split(key)
+    params = init_params(mcfg, init_key)
+    return TrainState(params=params, ref_params=params if use_ref else None,
+                      opt_state=adam.init(params), baseline_state=pg.init_baseline_state(),
+                      key=run_key, step=jnp.zeros((), jnp.int32), hp=hp)
+
+  def forward(params, full_BxL, tokens_BxT, temperature):
+    logits_BxLxV, values_BxL = model.apply(params, full_BxL)
+    logp_BxT, entropy_BxT = pg.token_log_probs_and_entropy(
+        sampler_lib.response_logits(logits_BxLxV, P), tokens_BxT, temperature=temperature,
+        chunk_size=config.logprob_chunk_size)
+    values_BxT = None if values_BxL is None else values_BxL[:, P - 1:-1]
+    return logp_BxT, entropy_BxT, values_BxT
+
+  def loss_fn(params, batch, hp):
+    logp, entropy, values = forward(params, batch["full"], batch["tokens"], hp["temperature"])
+    mask = batch["mask"]
+    inputs = pg.PolicyLossInputs(logp, batch["old_logp"], batch["advantages"], mask)
+    policy_loss_BxT, loss_metrics = policy_loss_fn(inputs, hp)
+    loss = pg.aggregate_loss(policy_loss_BxT, mask, config.aggregation)
+    entropy_term = pg.aggregate_loss(pg.entropy_bonus(entropy, mask), mask, config.aggregation)
+    loss = loss + hp["entropy_coef"] * entropy_term
+    metrics = {"policy_loss": loss, "entropy": pg.masked_mean(entropy, mask), **loss_metrics}
+    if has_critic:
+      value_loss = pg.aggregate_loss(
+          pg.clipped_value_loss(values, batch["old_values"], batch["returns"], mask,
+                                hp["value_clip"]), mask, "token-mean")
+      loss = loss + hp["value_coef"] * value_loss
+      metrics["value_loss"] = value_loss
+    if config.kl_placement == "loss":
+      kl_term = pg.aggregate_loss(pg.kl_estimate(logp, batch["ref_logp"], config.kl_estimator),
+                                  mask, config.aggregation)
+      loss = loss + hp["kl_coef"] * kl_term
+    metrics["loss"] = loss
+    return loss, metrics
+
+  def gradient_step(carry, batch):
+    params, opt_state, hp = carry
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, hp)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    updates, opt_state = adam.update(grads, opt_state, params)
+    updates = jax.tree_util.tree_map(lambda u: -hp["learning_rate"] * u, updates)
+    return (optax.apply_updates(params, updates), opt_state, hp), metrics
+
+  def update(state: TrainState, _):
+    hp = state.hp
+    key = jax.random.fold_in(state.key, state.step)
+    prompt_key, sample_key, perm_key = jax.random.split(key, 3)
+    prompts_BxP = jnp.repeat(task.sample_prompts(prompt_key, config.num_prompts), G, axis=0)
+    s = sampler_lib.sample(state.params, mcfg, prompts_BxP, sample_key, max_new_tokens=T,
+                           eos_id=task.eos_id, pad_id=task.pad_id, temperature=hp["temperature"])
+    scores_B = task.score(prompts_BxP, s.tokens_BxT, s.mask_BxT).astype(jnp.float32)
+    full_BxL = jnp.concatenate([prompts_BxP, s.tokens_BxT], axis=1)
+    mask = s.mask_BxT
+    _, _, values_BxT = forward(state.params, full_BxL, s.tokens_BxT, hp["temperature"])
+    batch = {"full": full_BxL, "tokens": s.tokens_BxT, "mask": mask, "old_logp": s.logp_BxT}
+    kl_to_ref_B = jnp.zeros((B,), jnp.float32)
+    kl_reward = None
+    if use_ref:
+      ref_logp_BxT, _, _ = forward(state.ref_params, full_BxL, s.tokens_BxT, hp["temperature"])
+      batch["ref_logp"] = ref_logp_BxT
+      kl_to_ref_B = pg.masked_sum(pg.kl_k1(s.logp_BxT, ref_logp_BxT), mask, axis=1)
+      if config.kl_placement == "reward":
+        kl_reward = pg.kl_estimate(s.logp_BxT, ref_logp_BxT, config.kl_estimator)
+    adv = advantage_fn(pg.AdvantageInputs(scores_B, mask, values_BxT, kl_reward, G), hp,
+                       state.baseline_state)
+    advantages_BxT = adv.advantages_BxT
+    if config.whiten_advantages:
+      advantages_BxT = pg.masked_whiten(advantages_BxT, mask, eps=hp["adv_eps"])
+    batch["advantages"] = advantages_BxT
+    if has_critic:
+      batch["old_values"], batch["returns"] = values_BxT, adv.returns_BxT
+    batch = jax.lax.stop_gradient(batch)
+
+    def epoch(carry, e):
+      perm_B = jax.random.permutation(jax.random.fold_in(perm_key, e), B)
+      minibatches = jax.tree_util.tree_map(
+          lambda x: x[perm_B].reshape(config.num_minibatches, M, *x.shape[1:]), batch)
+      return jax.lax.scan(gradient_step, carry, minibatches)
+
+    (params, opt_state, _), step_metrics = jax.lax.scan(
+        epoch, (state.params, state.opt_state, hp), jnp.arange(config.ppo_epochs))
+    metrics = jax.tree_util.tree_map(jnp.mean, step_metrics)
+    adv_sel = pg.masked_mean(advantages_BxT, mask)
+    metrics.update({
+        "mean_score": jnp.mean(scores_B),
+        "advantage_mean": adv_sel,
+        "advantage_std": jnp.sqrt(pg.masked_mean(jnp.square(advantages_BxT - adv_sel), mask)),
+        "kl_to_ref": jnp.mean(kl_to_ref_B),
+        "response_length": jnp.mean(jnp.sum(mask, axis=1)),
+        "truncated_fraction": jnp.mean(s.truncated_B.astype(jnp.float32)),
+    })
+    state = state.replace(params=params, opt_state=opt_state, baseline_state=adv.state,
+                          step=state.step + 1)
+    return state, metrics
+
+  def train_chunk(state: TrainState):
+    return jax.lax.scan(update, state, None, length=config.updates_per_chunk)
+
+  return init, train_chunk
+
+
+def make_programs(config):
+  """`init` and `train_chunk` vmapped over seeds and jitted (state buffers donated)."""
+  init, train_chunk = make_train(config)
+  return (jax.jit(jax.vmap(init, in_axes=(0, None))),
+          jax.jit(jax.vmap(train_chunk), donate_argnums=0))
+
+
+def seed_keys(config):
+  return jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
