@@ -154,7 +154,7 @@ def make_train(config):
   def gradient_step(carry, batch):
     params, opt_state, hp = carry
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, hp)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     updates, opt_state = adam.update(grads, opt_state, params)
     updates = jax.tree_util.tree_map(lambda u: -hp["learning_rate"] * u, updates)
     return (optax.apply_updates(params, updates), opt_state, hp), metrics

@@ -1,0 +1,234 @@
+"""The model, the sampler and the compiled train step, end to end on tiny configs."""
+
+import glob
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pg
+from pg import configs, experiment, model, sampler, tasks, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(**overrides):
+  c = configs.base_config()
+  c.task.name = "needle"
+  c.task.options = {"length": 4, "num_symbols": 2, "exclusive": False}
+  c.model.update(num_layers=1, d_model=32, num_heads=2)
+  c.num_seeds, c.num_prompts, c.group_size = 2, 8, 4
+  c.updates_per_chunk, c.num_chunks, c.checkpoint_every = 5, 2, 1
+  c.hparams.learning_rate = 3e-3
+  for k, v in overrides.items():
+    if isinstance(v, dict):
+      c[k].update(v)
+    else:
+      c[k] = v
+  return c
+
+
+def run_chunks(config, n, hp=None):
+  init, chunk = train.make_programs(config)
+  state = init(train.seed_keys(config), hp or train.hparams_from_config(config))
+  out = []
+  for _ in range(n):
+    state, m = chunk(state)
+    out.append(jax.device_get(m))
+  return state, {k: np.concatenate([o[k] for o in out], axis=1) for k in out[0]}, chunk
+
+
+def test_kv_cache_decoding_equals_full_forward():
+  cfg = model.ModelConfig(vocab_size=9, max_len=10, value_head="shared")
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  net = model.PolicyValue(cfg)
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 10), 0, 9)
+  full, _ = net.apply(params, tokens)
+  logits, cache = net.apply(params, tokens[:, :4], 0, model.init_cache(cfg, 3),
+                            method=model.PolicyValue.decode)
+  steps = [logits]
+  for t in range(4, 10):
+    logits, cache = net.apply(params, tokens[:, t:t + 1], t, cache,
+                              method=model.PolicyValue.decode)
+    steps.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_sampler_end_token_padding_and_behaviour_logprobs():
+  task = tasks.make_task("addition", num_digits=1)
+  cfg = model.ModelConfig(vocab_size=task.vocab_size, max_len=task.prompt_len + 6)
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  prompts = task.sample_prompts(jax.random.PRNGKey(1), 64)
+  s = jax.jit(lambda p, k: sampler.sample(p, cfg, prompts, k, max_new_tokens=6,
+                                          eos_id=task.eos_id, pad_id=task.pad_id,
+                                          temperature=0.8))(params, jax.random.PRNGKey(2))
+  tokens, mask = np.asarray(s.tokens_BxT), np.asarray(s.mask_BxT)
+  for row_tokens, row_mask, truncated in zip(tokens, mask, np.asarray(s.truncated_B)):
+    n = int(row_mask.sum())
+    assert np.all(row_mask[:n] == 1) and np.all(row_mask[n:] == 0)  # a prefix
+    assert np.all(row_tokens[n:] == task.pad_id)
+    ends = np.flatnonzero(row_tokens[:n] == task.eos_id)
+    assert truncated == (len(ends) == 0)
+    if len(ends):
+      assert ends[0] == n - 1  # the end token is the last generated one, and kept
+  assert 0 < s.truncated_B.mean() < 1 and mask.sum(1).min() < 6  # both cases occurred
+  # The trainer's log-probs of the same tokens (full forward, same temperature) match the
+  # sampler's: ρ = 1 on-policy.
+  logits, _ = model.PolicyValue(cfg).apply(params, jnp.concatenate([prompts, s.tokens_BxT], 1))
+  logp = pg.token_log_probs(sampler.response_logits(logits, task.prompt_len), s.tokens_BxT,
+                            temperature=0.8)
+  np.testing.assert_allclose(logp * mask, s.logp_BxT, atol=1e-5)
+
+
+def test_sampler_refuses_prompts_longer_than_the_context():
+  cfg = model.ModelConfig(vocab_size=9, max_len=6)
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="max_len"):
+    sampler.sample(params, cfg, jnp.zeros((2, 4), jnp.int32), jax.random.PRNGKey(0),
+                   max_new_tokens=3, eos_id=0, pad_id=1)
+
+
+def test_tasks_score_what_they_say():
+  add = tasks.make_task("addition", num_digits=2)
+  prompt = jnp.array([[1, 2, 10, 3, 9, 11]])  # 12 + 39 = 051, written reversed: 1 5 0
+  assert float(add.score(prompt, jnp.array([[1, 5, 0, 12]]), jnp.ones((1, 4)))[0]) == 1.0
+  assert float(add.score(prompt, jnp.array([[1, 5, 1, 12]]), jnp.ones((1, 4)))[0]) == 0.75
+  strict = tasks.make_task("addition", num_digits=2, partial_credit=False)
+  assert float(strict.score(prompt, jnp.array([[1, 5, 1, 12]]), jnp.ones((1, 4)))[0]) == 0.0
+  needle = tasks.make_task("needle", length=4, num_symbols=3)
+  p = jnp.array([[3 + 2, 1]])  # put symbol 1 at position 2
+  assert float(needle.score(p, jnp.array([[0, 0, 1, 0]]), jnp.ones((1, 4)))[0]) == 1.0
+  assert float(needle.score(p, jnp.array([[1, 0, 1, 0]]), jnp.ones((1, 4)))[0]) == \
+      pytest.approx(1 - 1 / 3)  # exclusive: symbol 1 elsewhere costs
+  assert float(needle.score(p, jnp.array([[0, 0, 1, 0]]), jnp.array([[1., 1., 0., 0.]]))[0]) == 0
+
+
+def test_python_reward_works_under_jit_and_vmap():
+  task = tasks.make_task("count_up")
+  prompts = jnp.array([[[3]], [[9]]])
+  responses = jnp.array([[[4, 5, 6, 7, 8, 9, 0, 1]], [[0, 1, 2, 10, 11, 11, 11, 11]]])
+  mask = jnp.array([[[1.0] * 8], [[1.0] * 4 + [0.0] * 4]])
+  scores = jax.jit(jax.vmap(task.score))(prompts, responses, mask)
+  np.testing.assert_allclose(scores, [[1.0], [3 / 8]])
+
+
+def test_python_reward_errors_are_clear():
+  bad = tasks.python_task("bad", lambda p, r: float("nan"), vocab_size=4, prompt_len=1,
+                          max_new_tokens=2, eos_id=2, pad_id=3,
+                          sample_prompts=lambda k, n: jnp.zeros((n, 1), jnp.int32))
+  with pytest.raises(Exception, match="finite float"):
+    jax.block_until_ready(jax.jit(bad.score)(jnp.zeros((1, 1), jnp.int32),
+                                             jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2))))
+
+
+def test_short_run_learns():
+  config = tiny()
+  _, m, _ = run_chunks(config, 8)  # 40 updates
+  score = m["mean_score"]
+  # Untrained: P(y_k = c) = 1/2 over the 2 symbols at best (~0.3 with the other tokens);
+  # after 40 updates every seed must have gained at least 0.3.
+  assert np.all(score[:, -5:].mean(1) > score[:, :5].mean(1) + 0.3), score[:, [0, -1]]
+
+
+def test_seeds_differ_and_reruns_are_identical():
+  config = tiny()
+  _, m1, _ = run_chunks(config, 1)
+  _, m2, _ = run_chunks(config, 1)
+  for k in m1:
+    np.testing.assert_array_equal(m1[k], m2[k], err_msg=k)  # same seeds: bit-identical
+  assert not np.array_equal(m1["mean_score"][0], m1["mean_score"][1])  # seeds differ
+  expected = {"mean_score", "advantage_mean", "advantage_std", "loss", "policy_loss",
+              "entropy", "kl_to_ref", "clip_fraction", "grad_norm", "response_length",
+              "truncated_fraction", "approx_kl_old", "ratio_mean"}
+  assert expected <= set(m1)
+
+
+def test_second_chunk_and_new_hyperparameters_do_not_recompile():
+  config = tiny()
+  init, chunk = train.make_programs(config)
+  keys = train.seed_keys(config)
+  state = init(keys, train.hparams_from_config(config))
+  state, a = chunk(state)
+  state, _ = chunk(state)
+  other = init(keys, pg.make_hparams(**{**config.hparams, "learning_rate": 1e-4,
+                                        "temperature": 0.7, "entropy_coef": 0.1}))
+  _, b = chunk(other)
+  assert chunk._cache_size() == 1
+  assert not np.allclose(a["loss"], b["loss"])  # the new values did take effect
+
+
+def test_on_policy_ratio_is_one():
+  _, m, _ = run_chunks(tiny(policy_loss="ppo"), 1)
+  np.testing.assert_allclose(m["ratio_mean"], 1.0, atol=1e-5)
+  np.testing.assert_allclose(m["clip_fraction"], 0.0)
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_resume_continues_exactly(tmp_path):
+  full = tiny(num_chunks=4, checkpoint_every=2)
+  state_a = experiment.run(full, str(tmp_path / "a"), verbose=False)
+  half = tiny(num_chunks=2, checkpoint_every=2)
+  experiment.run(half, str(tmp_path / "b"), verbose=False)
+  state_b = experiment.run(full, str(tmp_path / "b"), verbose=False)  # resumes at chunk 2
+  rows_a, rows_b = read_jsonl(tmp_path / "a" / "metrics.jsonl"), read_jsonl(
+      tmp_path / "b" / "metrics.jsonl")
+  assert len(rows_a) == 2 * 4 * 5 and rows_a == rows_b
+  jax.tree_util.tree_map(np.testing.assert_array_equal, state_a.params, state_b.params)
+  assert (tmp_path / "b" / "curves.png").exists() is False  # verbose=False: no report
+  assert os.listdir(tmp_path / "a" / "tb")
+
+
+def test_workdir_with_another_config_is_refused(tmp_path):
+  experiment.run(tiny(num_chunks=1), str(tmp_path), verbose=False)
+  with pytest.raises(ValueError, match="different config"):
+    experiment.run(tiny(num_chunks=1, group_size=2), str(tmp_path), verbose=False)
+
+
+@pytest.mark.parametrize("override,match", [
+    ({"advantage": "nope"}, "known: "),
+    ({"policy_loss": "nope"}, "known: "),
+    ({"aggregation": "mean"}, "config.aggregation"),
+    ({"group_size": 1}, "config.group_size"),
+    ({"advantage": "gae"}, "value_head"),
+    ({"num_minibatches": 3}, "config.num_minibatches"),
+    ({"kl_placement": "both"}, "config.kl_placement"),
+    ({"num_seeds": 0}, "config.num_seeds"),
+    ({"hparams": {"lam": 1.5}}, "`lam`"),
+    ({"hparams": {"learning_rate": 0.0}}, "`learning_rate`"),
+    ({"model": {"d_model": 31}}, "model.d_model"),
+    ({"model": {"value_head": "big"}}, "model.value_head"),
+    ({"task": {"name": "chess"}}, "unknown task"),
+    ({"logprob_chunk_size": 0}, "logprob_chunk_size"),
+])
+def test_bad_config_fails_before_compiling(override, match):
+  with pytest.raises((KeyError, ValueError), match=match):
+    train.make_train(tiny(**override))
+
+
+def load_config(path):
+  spec = importlib.util.spec_from_file_location("cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                                        if "enumerable" not in p), ids=os.path.basename)
+def test_every_config_runs_one_shrunk_chunk(path):
+  config = load_config(path)
+  assert "python experiments/train.py" in open(path).read()  # opens with its command
+  with config.unlocked():
+    config.num_seeds, config.updates_per_chunk = 2, 2
+    config.num_prompts = max(2, config.num_minibatches)
+    config.model.update(num_layers=1, d_model=32, num_heads=2)
+  _, m, _ = run_chunks(config, 1)
+  for k, v in m.items():
+    assert np.all(np.isfinite(v)), k
