@@ -3,6 +3,7 @@
 import os
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -10,6 +11,11 @@ import pg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+
+
+def python_block(containing):
+  (code,) = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if containing in b]
+  return code
 
 
 def test_ci_runs_the_readme_test_command_exactly():
@@ -21,7 +27,7 @@ def test_ci_runs_the_readme_test_command_exactly():
 
 
 def test_fork_example_registers_and_runs():
-  code = re.findall(r"```python\n(.*?)```", README, re.S)[0]
+  code = python_block("register_advantage")
   saved = dict(pg.ADVANTAGE_ESTIMATORS), dict(pg.POLICY_LOSSES)
   try:
     exec(code, {})  # noqa: S102 - our own README
@@ -34,3 +40,19 @@ def test_fork_example_registers_and_runs():
   finally:
     pg.ADVANTAGE_ESTIMATORS.clear(); pg.ADVANTAGE_ESTIMATORS.update(saved[0])
     pg.POLICY_LOSSES.clear(); pg.POLICY_LOSSES.update(saved[1])
+
+
+def test_python_reward_example_plugs_in():
+  code = python_block("python_task")
+  from pg import tasks
+  saved = dict(tasks.TASKS)
+  try:
+    namespace = {}
+    exec(code, namespace)  # noqa: S102 - our own README
+    task = tasks.make_task("distinct")
+    prompts = task.sample_prompts(jax.random.PRNGKey(0), 2)
+    tokens = jnp.array([[0, 1, 2, 3, 10, 11, 11, 11], [5] * 8])
+    mask = jnp.array([[1.0] * 5 + [0.0] * 3, [1.0] * 8])
+    np.testing.assert_allclose(jax.jit(task.score)(prompts, tokens, mask), [4 / 8, 1 / 8])
+  finally:
+    tasks.TASKS.clear(); tasks.TASKS.update(saved)
