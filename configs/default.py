@@ -2,7 +2,8 @@
 
     python experiments/train.py
 
-TIME on a 2-core CPU: 4 seeds × 200 updates of 128 samples, one compiled program.
+About 50 s on a 2-core CPU (4 seeds × 400 updates of 128 samples, one compiled program;
+mean score 0.01 → 0.99 across seeds).
 """
 
 from pg.configs import base_config

@@ -2,7 +2,8 @@
 
     python experiments/train.py --config configs/ppo.py
 
-TIME on a 2-core CPU.
+About 100 s on a 2-core CPU (4 seeds × 400 updates, 2 epochs × 2 minibatches, a critic as
+large as the policy; mean score 0.00 → 0.73, two seeds near 1.0 and two slower).
 """
 
 from pg.configs import base_config
@@ -12,7 +13,7 @@ def get_config():
   c = base_config()
   c.task.name = "needle"
   c.num_prompts = 32
-  c.group_size = 1
+  c.group_size = 4            # not needed by GAE; keeps the batch at 128 samples
   c.model.value_head = "separate"
   c.advantage = "gae"
   c.policy_loss = "ppo"

@@ -2,7 +2,8 @@
 
     python experiments/train.py --config configs/reinforce.py
 
-TIME on a 2-core CPU.
+About 50 s on a 2-core CPU (4 seeds × 400 updates; mean score 0.01 → 0.77 ± 0.23, where RLOO
+reaches 0.99).
 """
 
 from pg.configs import base_config

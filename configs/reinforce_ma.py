@@ -2,7 +2,8 @@
 
     python experiments/train.py --config configs/reinforce_ma.py
 
-TIME on a 2-core CPU.
+About 50 s on a 2-core CPU (4 seeds × 400 updates; mean score 0.01 → 0.68 ± 0.45: one seed
+stalls).
 """
 
 from pg.configs import base_config
