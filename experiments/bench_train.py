@@ -2,7 +2,7 @@
 
     python experiments/bench_train.py [--config configs/default.py] [--seeds 1 8 32]
 
-About 2 minutes on a 2-core CPU with the default config. For each number of vmapped seeds it
+About 1 minute on a 2-core CPU with the default config. For each number of vmapped seeds it
 prints: seconds per update, generated tokens per second (response tokens actually produced,
 over all seeds), compile time, XLA's temporary memory for the chunk program, and the process's
 peak resident memory so far.
@@ -59,6 +59,12 @@ def bench(config, num_seeds, repeats):
   }
 
 
+def _fmt(x):
+  if isinstance(x, float):
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+  return str(x)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..",
@@ -77,8 +83,7 @@ def main():
   print("| " + " | ".join(cols) + " |")
   print("|" + "---|" * len(cols))
   for r in rows:
-    print("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])
-                            for c in cols) + " |")
+    print("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
   sys.stdout.flush()
 
 
