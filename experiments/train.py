@@ -9,6 +9,7 @@ resumes from the last checkpoint.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -26,7 +27,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
-  experiment.run(config, _WORKDIR.value or config.workdir or os.path.join("runs", name))
+  try:
+    experiment.run(config, _WORKDIR.value or config.workdir or os.path.join("runs", name))
+  except KeyboardInterrupt:  # the state was saved; experiment.run said where
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,17 @@
 `run(config, workdir)` does, in order: validate the config (before compiling), restore the last
 orbax checkpoint in `workdir` if there is one (a rerun resumes), then for each chunk of updates
 call the jitted, seed-vmapped `train_chunk`, append one JSONL row per seed and update, write
-TensorBoard scalars, and checkpoint every `checkpoint_every` chunks. At the end (or on Ctrl-C,
-after saving) it plots the learning curves and prints a few decoded samples.
+TensorBoard scalars, and checkpoint every `checkpoint_every` chunks. On Ctrl-C or SIGTERM it
+finishes the chunk in flight, saves it and exits; at the end it plots the learning curves and
+prints a few decoded samples.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 
 import jax
@@ -107,7 +110,7 @@ def run(config, workdir: str, *, verbose: bool = True):
 
   bar = tqdm(range(start_chunk, config.num_chunks), initial=start_chunk,
              total=config.num_chunks, desc="chunks", unit="chunk", disable=not verbose)
-  completed, pending = start_chunk, None
+  completed = start_chunk
 
   def commit(result, chunk):
     nonlocal state, completed
@@ -121,30 +124,54 @@ def run(config, workdir: str, *, verbose: bool = True):
       manager.save(completed, args=ocp.args.StandardSave(state))
 
   start = time.time()
+  stop = _StopRequest()
+  previous = stop.install()
   try:
     for chunk in bar:
-      pending = train_chunk(state)  # dispatched asynchronously; `state` is donated
-      commit(pending, chunk)
-      pending = None
-  except KeyboardInterrupt:
-    # The donated input state is gone: finish the chunk in flight, then save it.
-    if pending is not None:
-      commit(pending, chunk)
-    if manager.latest_step() != completed:
-      manager.save(completed, args=ocp.args.StandardSave(state), force=True)
-    manager.wait_until_finished()
-    print(f"\ninterrupted: saved the state after chunk {completed}; rerun with the same "
-          f"workdir to resume.")
-    raise
+      commit(train_chunk(state), chunk)  # `state` is donated to the call
+      if stop.signum is not None:
+        if manager.latest_step() != completed:
+          manager.save(completed, args=ocp.args.StandardSave(state), force=True)
+        manager.wait_until_finished()
+        print(f"\nstopped by signal {stop.signum}: saved the state after chunk {completed}; "
+              f"rerun with the same workdir to resume.")
+        raise KeyboardInterrupt(stop.signum)
   finally:
     manager.wait_until_finished()
     if tb is not None:
       tb.close()
+    stop.uninstall(previous)
   if verbose:
     print(f"{config.num_chunks - start_chunk} chunks in {time.time() - start:.1f}s "
           f"(compile included)")
     report(config, workdir, log, state, task, mcfg)
   return state
+
+
+class _StopRequest:
+  """SIGINT / SIGTERM ask to stop after the chunk in flight (which is then logged and saved);
+  a second signal stops at once."""
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self):
+    self.signum = None
+
+  def __call__(self, signum, frame):
+    if self.signum is not None:
+      raise KeyboardInterrupt(signum)
+    self.signum = signum
+    print(f"\nsignal {signum}: stopping after this chunk (send it again to stop now)",
+          flush=True)
+
+  def install(self):
+    if threading.current_thread() is not threading.main_thread():
+      return None
+    return {s: signal.signal(s, self) for s in self.SIGNALS}
+
+  def uninstall(self, previous):
+    for s, handler in (previous or {}).items():
+      signal.signal(s, handler)
 
 
 def _tensorboard(path):

@@ -232,3 +232,28 @@ def test_every_config_runs_one_shrunk_chunk(path):
   _, m, _ = run_chunks(config, 1)
   for k, v in m.items():
     assert np.all(np.isfinite(v)), k
+
+
+@pytest.mark.parametrize("repeat", range(2))
+def test_sigterm_finishes_the_chunk_and_saves(tmp_path, repeat):
+  import signal
+  import subprocess
+  import sys
+  import time
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "train.py"),
+         f"--workdir={tmp_path}", "--config.num_seeds=1", "--config.num_chunks=1000",
+         "--config.checkpoint_every=1000", "--config.model.num_layers=1"]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  metrics = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 120
+  while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+    time.sleep(0.2)
+  time.sleep(0.3 * repeat)  # land the signal at different points of the loop
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 130, out[-2000:]
+  assert "saved the state after chunk" in out
+  saved = int(out.split("saved the state after chunk ")[1].split(";")[0])
+  rows = read_jsonl(metrics)
+  assert saved >= 1 and len(rows) == saved * 10  # logged exactly the chunks that were saved
+  assert os.listdir(tmp_path / "checkpoints") == [str(saved)]
