@@ -4,7 +4,8 @@
 
 About 1 minute on a 2-core CPU with the default config. For each number of vmapped seeds it
 prints: seconds per update, generated tokens per second (response tokens actually produced,
-over all seeds), compile time, XLA's temporary memory for the chunk program, and the process's
+over all seeds), model FLOP/s (`pg.flops`) and its share of a float32 matmul peak measured in
+the same run, compile time, XLA's temporary memory for the chunk program, and the process's
 peak resident memory so far.
 """
 
@@ -19,7 +20,8 @@ import time
 import jax
 import numpy as np
 
-from pg import train
+from pg import flops, train
+from pg.tasks import make_task
 
 
 def load_config(path):
@@ -29,7 +31,20 @@ def load_config(path):
   return module.get_config()
 
 
-def bench(config, num_seeds, repeats):
+def matmul_peak(n=2048, repeats=10):
+  """Best float32 matmul FLOP/s of this device, measured now (the MFU denominator)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jax.numpy.float32)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(f(a))
+    best = min(best, time.perf_counter() - start)
+  return 2 * n ** 3 / best
+
+
+def bench(config, num_seeds, repeats, peak):
   with config.unlocked():
     config.num_seeds = num_seeds
   init, chunk = train.make_programs(config)
@@ -49,10 +64,14 @@ def bench(config, num_seeds, repeats):
     per_update = np.asarray(metrics["response_length"]) * config.num_prompts * config.group_size
     tokens.append(per_update.sum())  # over seeds and the chunk's updates
   seconds = statistics.median(times)
+  task = make_task(config.task.name, **config.task.options)
+  model_flops = flops.update_flops(config, task) * num_seeds * config.updates_per_chunk
   return {
       "seeds": num_seeds,
       "s/update": seconds / config.updates_per_chunk,
       "tokens/s": float(np.median(tokens)) / seconds,
+      "model GFLOP/s": model_flops / seconds / 1e9,
+      "% of peak": 100 * model_flops / seconds / peak,
       "compile s": compile_s,
       "temp MiB": temp_mib,
       "peak RSS MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -78,7 +97,10 @@ def main():
   print(f"config {os.path.basename(args.config)}: task {config.task.name}, model "
         f"{config.model.num_layers}L×{config.model.d_model}, {config.num_prompts}×"
         f"{config.group_size} samples per update, {config.updates_per_chunk} updates per chunk\n")
-  rows = [bench(config, s, args.repeats) for s in args.seeds]
+  peak = matmul_peak()
+  print(f"float32 matmul peak measured now: {peak / 1e9:.0f} GFLOP/s (2048² @ 2048², best of "
+        f"10)\n")
+  rows = [bench(config, s, args.repeats, peak) for s in args.seeds]
   cols = list(rows[0])
   print("| " + " | ".join(cols) + " |")
   print("|" + "---|" * len(cols))

@@ -20,6 +20,7 @@ INF = math.inf
 # name: (default, low, high, low_open, high_open, meaning)
 SPEC = {
     "learning_rate": (1e-3, 0.0, INF, True, True, "optimizer step size"),
+    "weight_decay": (0.0, 0.0, INF, False, True, "decoupled weight decay (AdamW)"),
     "gamma": (1.0, 0.0, 1.0, False, False, "discount γ"),
     "lam": (0.95, 0.0, 1.0, False, False, "GAE λ"),
     "kl_coef": (0.0, 0.0, INF, False, True, "β, KL penalty coefficient"),

@@ -11,6 +11,7 @@ Built in, selected by name with `make_task(name, **options)`:
   token (optionally partial credit per correct position). Pure JAX: it fuses into the step.
 - "needle": credit assignment; the prompt names a position k and a token c, the reward is
   1[y_k = c]. One position among many decides the score.
+- "target_token": the speed benchmark's task (share of tokens equal to a target; no end token).
 - "count_up": an ordinary Python function (no JAX inside) scored through `jax.pure_callback`, so
   it still works under `jit` and `vmap`.
 
@@ -171,7 +172,25 @@ def count_up(length: int = 8):
                      token_names=tuple("0123456789") + ("<end>", "<pad>"))
 
 
-TASKS = {"addition": addition, "needle": needle, "count_up": count_up}
+def target_token(vocab_size: int = 64, prompt_len: int = 8, length: int = 24, target: int = 7):
+  """The speed benchmark's task: random prompts, reward = share of generated tokens equal to
+  `target`. No end token (every response is `length` tokens), as in the reference loop."""
+  if not 0 <= target < vocab_size:
+    raise ValueError(f"task.target must lie in [0, {vocab_size}), got {target}.")
+
+  def sample_prompts(key, num_prompts):
+    return jax.random.randint(key, (num_prompts, prompt_len), 0, vocab_size).astype(jnp.int32)
+
+  def score(prompts_BxP, tokens_BxT, mask_BxT):
+    hits = ((tokens_BxT == target) & (mask_BxT > 0)).astype(jnp.float32)
+    return jnp.sum(hits, axis=1) / length
+
+  # eos_id = -1 never matches a sampled token; pad_id is then never written.
+  return Task("target_token", vocab_size, prompt_len, length, -1, 0, sample_prompts, score)
+
+
+TASKS = {"addition": addition, "needle": needle, "count_up": count_up,
+         "target_token": target_token}
 
 
 def make_task(name: str, **options) -> Task:

@@ -156,7 +156,9 @@ def make_train(config):
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, hp)
     metrics["grad_norm"] = optax.tree.norm(grads)
     updates, opt_state = adam.update(grads, opt_state, params)
-    updates = jax.tree_util.tree_map(lambda u: -hp["learning_rate"] * u, updates)
+    # AdamW: decoupled decay, both coefficients traced so a sweep never recompiles.
+    updates = jax.tree_util.tree_map(
+        lambda u, p: -hp["learning_rate"] * (u + hp["weight_decay"] * p), updates, params)
     return (optax.apply_updates(params, updates), opt_state, hp), metrics
 
   def update(state: TrainState, _):

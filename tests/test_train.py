@@ -257,3 +257,29 @@ def test_sigterm_finishes_the_chunk_and_saves(tmp_path, repeat):
   rows = read_jsonl(metrics)
   assert saved >= 1 and len(rows) == saved * 10  # logged exactly the chunks that were saved
   assert os.listdir(tmp_path / "checkpoints") == [str(saved)]
+
+
+@pytest.mark.parametrize("d_model,num_layers,vocab,seq", [(64, 2, 16, 10), (128, 2, 64, 32)])
+def test_flop_count_matches_xla_for_a_forward_pass(d_model, num_layers, vocab, seq):
+  from pg import flops
+  cfg = model.ModelConfig(vocab_size=vocab, max_len=seq, num_layers=num_layers,
+                          d_model=d_model, num_heads=4, value_head="none")
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  tokens = jnp.zeros((8, seq), jnp.int32)
+  compiled = jax.jit(lambda p, t: model.PolicyValue(cfg).apply(p, t)[0]).lower(
+      params, tokens).compile()
+  ours = 8 * seq * flops.forward_flops_per_token(d_model, num_layers, vocab, seq)
+  # XLA also counts elementwise work (layer norms, softmax, GELU) that MFU leaves out.
+  assert 0.9 < ours / compiled.cost_analysis()["flops"] <= 1.0
+
+
+def test_target_token_task_has_no_end_token():
+  task = tasks.make_task("target_token", vocab_size=64, length=24, target=7)
+  cfg = model.ModelConfig(vocab_size=64, max_len=32)
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  prompts = task.sample_prompts(jax.random.PRNGKey(1), 16)
+  s = sampler.sample(params, cfg, prompts, jax.random.PRNGKey(2), max_new_tokens=24,
+                     eos_id=task.eos_id, pad_id=task.pad_id)
+  assert float(s.mask_BxT.min()) == 1.0 and bool(s.truncated_B.all())  # never ends early
+  tokens = jnp.full((1, 24), 7).at[0, :6].set(3)
+  assert float(task.score(prompts[:1], tokens, jnp.ones((1, 24)))[0]) == 18 / 24
