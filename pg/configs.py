@@ -29,6 +29,8 @@ def base_config():
   c.num_chunks = 20
   c.checkpoint_every = 5      # chunks
   c.workdir = ""              # default: runs/<config name>
+  c.mesh = ml_collections.ConfigDict({"seed": 0, "data": 0})  # device mesh; 0: choose
+  c.distributed = False       # call jax.distributed.initialize() (multi-host)
   c.hparams = ml_collections.ConfigDict({name: spec[0] for name, spec in SPEC.items()})
   c.hparams.learning_rate = 3e-3
   return c

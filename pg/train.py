@@ -101,9 +101,20 @@ def hparams_from_config(config):
   return pg.make_hparams(**config.hparams)
 
 
-def make_train(config):
-  """Returns (init, train_chunk); see the module docstring."""
+def make_train(config, data_sharding=None):
+  """Returns (init, train_chunk); see the module docstring.
+
+  `data_sharding` (a `NamedSharding` over the batch axis, from `pg.sharding`) splits each
+  update's batch across devices (data parallel); None leaves placement to XLA.
+  """
   task, mcfg = validate(config)
+  def constrain(tree, batch_axis=0):
+    """Pins the batch axis of every leaf to the mesh's data axis (no-op without a mesh)."""
+    if data_sharding is None:
+      return tree
+    spec = jax.sharding.PartitionSpec(*([None] * batch_axis), *data_sharding.spec)
+    sharding = jax.sharding.NamedSharding(data_sharding.mesh, spec)
+    return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
   model = PolicyValue(mcfg)
   P, T, G = task.prompt_len, task.max_new_tokens, config.group_size
   B = config.num_prompts * G
@@ -165,9 +176,11 @@ def make_train(config):
     hp = state.hp
     key = jax.random.fold_in(state.key, state.step)
     prompt_key, sample_key, perm_key = jax.random.split(key, 3)
-    prompts_BxP = jnp.repeat(task.sample_prompts(prompt_key, config.num_prompts), G, axis=0)
-    s = sampler_lib.sample(state.params, mcfg, prompts_BxP, sample_key, max_new_tokens=T,
-                           eos_id=task.eos_id, pad_id=task.pad_id, temperature=hp["temperature"])
+    prompts_BxP = constrain(
+        jnp.repeat(task.sample_prompts(prompt_key, config.num_prompts), G, axis=0))
+    s = constrain(sampler_lib.sample(
+        state.params, mcfg, prompts_BxP, sample_key, max_new_tokens=T, eos_id=task.eos_id,
+        pad_id=task.pad_id, temperature=hp["temperature"]))
     scores_B = task.score(prompts_BxP, s.tokens_BxT, s.mask_BxT).astype(jnp.float32)
     full_BxL = jnp.concatenate([prompts_BxP, s.tokens_BxT], axis=1)
     mask = s.mask_BxT
@@ -189,12 +202,12 @@ def make_train(config):
     batch["advantages"] = advantages_BxT
     if has_critic:
       batch["old_values"], batch["returns"] = values_BxT, adv.returns_BxT
-    batch = jax.lax.stop_gradient(batch)
+    batch = constrain(jax.lax.stop_gradient(batch))
 
     def epoch(carry, e):
       perm_B = jax.random.permutation(jax.random.fold_in(perm_key, e), B)
-      minibatches = jax.tree_util.tree_map(
-          lambda x: x[perm_B].reshape(config.num_minibatches, M, *x.shape[1:]), batch)
+      minibatches = constrain(jax.tree_util.tree_map(
+          lambda x: x[perm_B].reshape(config.num_minibatches, M, *x.shape[1:]), batch), 1)
       return jax.lax.scan(gradient_step, carry, minibatches)
 
     (params, opt_state, _), step_metrics = jax.lax.scan(
@@ -220,10 +233,25 @@ def make_train(config):
 
 
 def make_programs(config):
-  """`init` and `train_chunk` vmapped over seeds and jitted (state buffers donated)."""
-  init, train_chunk = make_train(config)
-  return (jax.jit(jax.vmap(init, in_axes=(0, None))),
-          jax.jit(jax.vmap(train_chunk), donate_argnums=0))
+  """`init` and `train_chunk` vmapped over seeds and jitted (state buffers donated).
+
+  With more than one device (or `config.mesh` set), seeds are spread over the mesh's "seed"
+  axis and each seed's batch over its "data" axis (`pg.sharding`); results do not depend on the
+  mesh.
+  """
+  from pg import sharding  # local: sharding imports this module's validate
+  mesh = sharding.make_mesh(config)
+  if mesh is None:
+    init, train_chunk = make_train(config)
+    return (jax.jit(jax.vmap(init, in_axes=(0, None))),
+            jax.jit(jax.vmap(train_chunk), donate_argnums=0))
+  init, train_chunk = make_train(config, sharding.data_sharding(mesh))
+  per_seed = sharding.seed_sharding(mesh)
+  init_fn = jax.jit(jax.vmap(init, in_axes=(0, None), spmd_axis_name=sharding.SEED),
+                    in_shardings=(per_seed, sharding.replicated(mesh)), out_shardings=per_seed)
+  chunk_fn = jax.jit(jax.vmap(train_chunk, spmd_axis_name=sharding.SEED),
+                     in_shardings=per_seed, out_shardings=per_seed, donate_argnums=0)
+  return init_fn, chunk_fn
 
 
 def seed_keys(config):
