@@ -23,6 +23,7 @@ def base_config():
   c.kl_estimator = "k1"       # k1/k3 in the reward, k2 in the loss (see pg.kl)
   c.ppo_epochs = 1
   c.num_minibatches = 1
+  c.grad_accum_steps = 1      # micro-batches per minibatch, gradients averaged (memory)
   c.max_grad_norm = 1.0
   c.logprob_chunk_size = ml_collections.config_dict.placeholder(int)
   c.updates_per_chunk = 10    # updates per compiled chunk (one lax.scan)

@@ -59,7 +59,7 @@ def validate(config):
       raise ValueError(f"config.{name} must be a positive int, got {value!r}.")
 
   for name in ("num_seeds", "num_prompts", "group_size", "updates_per_chunk", "num_chunks",
-               "ppo_epochs", "num_minibatches"):
+               "ppo_epochs", "num_minibatches", "grad_accum_steps"):
     positive(name, config[name])
   task = make_task(config.task.name, **config.task.options)
   pg.get_advantage(config.advantage)
@@ -88,6 +88,9 @@ def validate(config):
   if batch % config.num_minibatches:
     raise ValueError(f"config.num_minibatches ({config.num_minibatches}) must divide the batch "
                      f"num_prompts × group_size = {batch}.")
+  if (batch // config.num_minibatches) % config.grad_accum_steps:
+    raise ValueError(f"config.grad_accum_steps ({config.grad_accum_steps}) must divide each "
+                     f"minibatch of {batch // config.num_minibatches} samples.")
   chunk = config.logprob_chunk_size
   if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
     raise ValueError(f"config.logprob_chunk_size must be None or a positive int, got {chunk!r}.")
@@ -162,9 +165,31 @@ def make_train(config, data_sharding=None):
     metrics["loss"] = loss
     return loss, metrics
 
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  A = config.grad_accum_steps
+
+  def accumulated_grads(params, batch, hp):
+    """Mean of the gradients (and metrics) of A equal micro-batches, one at a time in memory.
+
+    Equal to the whole minibatch's gradient for the seq-mean-* aggregations; for token-mean it
+    weighs each micro-batch's token mean equally."""
+    def one(mb):
+      (_, metrics), grads = grad_fn(params, mb, hp)
+      return grads, metrics
+    if A == 1:
+      return one(batch)
+    micro = jax.tree_util.tree_map(lambda x: x.reshape(A, x.shape[0] // A, *x.shape[1:]), batch)
+
+    def add(total, mb):
+      return jax.tree_util.tree_map(jnp.add, total, one(mb)), None
+    first = jax.tree_util.tree_map(lambda x: x[0], micro)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(one, first))
+    total, _ = jax.lax.scan(add, zeros, micro)
+    return jax.tree_util.tree_map(lambda x: x / A, total)
+
   def gradient_step(carry, batch):
     params, opt_state, hp = carry
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, hp)
+    grads, metrics = accumulated_grads(params, batch, hp)
     metrics["grad_norm"] = optax.tree.norm(grads)
     updates, opt_state = adam.update(grads, opt_state, params)
     # AdamW: decoupled decay, both coefficients traced so a sweep never recompiles.
