@@ -299,6 +299,7 @@ def _loss_cases():
 # Registry cases: the whole `pg.make_hparams` dict is traced; every value valid and distinct.
 HP_VALUES = {
     "learning_rate": (1e-3, 3e-4, 1e-2),
+    "weight_decay": (0.0, 0.01, 0.1),
     "gamma": (1.0, 0.9, 0.5),
     "lam": (0.95, 0.5, 0.0),
     "kl_coef": (0.1, 0.0, 1.0),
