@@ -1,0 +1,136 @@
+"""How an update's time grows with response length, model width and seeds; memory at V = 32k.
+
+    python experiments/bench_scaling.py            # all tables, ~10 minutes on a 2-core CPU
+    python experiments/bench_scaling.py --quick    # the smaller half of each table, ~2 minutes
+
+Starts from configs/bench_reference.py (width 128, 64 prompts × 4 samples, 24 tokens) and
+changes one thing per table. Each row: seconds per update for the whole compiled update, the
+sampler alone (same batch, jitted) and the rest (scoring, advantages, loss, optimizer), so the
+part that grows fastest is visible. The memory table compiles (without running) one update at
+vocabulary 32768 and 1024-token responses, with and without chunked log-probs, and reads XLA's
+temporary-buffer size.
+"""
+
+import argparse
+import importlib.util
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+
+from pg import sampler, train
+from pg.tasks import make_task
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def reference_config():
+  path = os.path.join(ROOT, "configs", "bench_reference.py")
+  spec = importlib.util.spec_from_file_location("bench_reference", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  with config.unlocked():
+    config.updates_per_chunk = 1
+  return config
+
+
+def timed(fn, *args, repeats=1):
+  jax.block_until_ready(fn(*args))  # compile + warm up
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def time_update(config, repeats):
+  task = make_task(config.task.name, **config.task.options)
+  mcfg = train.model_config(config, task)
+  init, chunk = train.make_programs(config)
+  state = init(train.seed_keys(config), train.hparams_from_config(config))
+  holder = {"state": state}
+
+  def step():
+    holder["state"], metrics = chunk(holder["state"])
+    return metrics
+  total = timed(step, repeats=repeats)
+  B = config.num_prompts * config.group_size
+  prompts = jnp.zeros((config.num_seeds, B, task.prompt_len), jnp.int32)
+  sample = jax.jit(jax.vmap(lambda p, pr, k: sampler.sample(
+      p, mcfg, pr, k, max_new_tokens=task.max_new_tokens, eos_id=task.eos_id,
+      pad_id=task.pad_id)))
+  keys = train.seed_keys(config)
+  sampling = timed(sample, holder["state"].params, prompts, keys, repeats=repeats)
+  return total, sampling
+
+
+def table(title, rows, header):
+  print(f"\n## {title}\n")
+  print("| " + " | ".join(header) + " |")
+  print("|" + "---|" * len(header))
+  for r in rows:
+    print("| " + " | ".join(r) + " |", flush=True)
+
+
+def scaling(name, values, apply, repeats):
+  rows = []
+  for v in values:
+    config = reference_config()
+    with config.unlocked():
+      apply(config, v)
+    total, sampling = time_update(config, repeats)
+    rows.append([str(v), f"{total:.3f}", f"{sampling:.3f}", f"{max(total - sampling, 0):.3f}",
+                 f"{100 * sampling / total:.0f}%"])
+  table(f"time per update vs {name}", rows,
+        [name, "update s", "sampling s", "rest s", "sampling share"])
+
+
+def memory_table():
+  rows = []
+  for chunk in (None, 4096):
+    config = reference_config()
+    with config.unlocked():
+      config.task.options = {"vocab_size": 32768, "length": 1024}
+      config.num_prompts, config.group_size = 2, 2
+      config.logprob_chunk_size = chunk
+    init, train_chunk = train.make_programs(config)
+    state = jax.eval_shape(init, train.seed_keys(config), train.hparams_from_config(config))
+    compiled = train_chunk.lower(state).compile()
+    mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
+    rows.append([str(chunk), f"{mib:,.0f}"])
+  B, T, V = 4, 1024, 32768
+  table(f"temporary memory of one update, V = {V}, T = {T}, B = {B} (a float32 [B, P+T, V] is "
+        f"{4 * B * (T + 8) * V / 2**20:,.0f} MiB)", rows, ["logprob_chunk_size", "temp MiB"])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--repeats", type=int, default=1)
+  args = parser.parse_args()
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPU cores, "
+        f"load average {os.getloadavg()[0]:.2f}")
+  lengths = (24, 128, 256) if args.quick else (24, 128, 512, 1024)
+  widths = (128, 256) if args.quick else (128, 256, 512, 1024)
+  seeds = (1, 8) if args.quick else (1, 8, 64)
+
+  def set_length(c, t):
+    c.task.options = {"length": t}
+
+  def set_width(c, d):
+    c.model.d_model = d
+    c.model.num_heads = max(4, d // 64)
+
+  def set_seeds(c, s):
+    c.num_seeds = s
+  scaling("response length", lengths, set_length, args.repeats)
+  scaling("model width", widths, set_width, args.repeats)
+  scaling("seeds", seeds, set_seeds, args.repeats)
+  memory_table()
+
+
+if __name__ == "__main__":
+  main()
