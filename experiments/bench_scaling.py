@@ -7,7 +7,8 @@ Starts from configs/bench_reference.py (width 128, 64 prompts × 4 samples, 24 t
 changes one thing per table. Each row: seconds per update for the whole compiled update, the
 sampler alone (same batch, jitted) and the rest (scoring, advantages, loss, optimizer), so the
 part that grows fastest is visible. The memory table compiles (without running) one update at
-vocabulary 32768 and 1024-token responses, with and without chunked log-probs, and reads XLA's
+vocabulary 32768 and 1024-token responses, with the LM head and log-probs dense or chunked
+over the vocabulary, and reads XLA's
 temporary-buffer size.
 """
 
@@ -90,7 +91,7 @@ def scaling(name, values, apply, repeats):
 
 def memory_table():
   rows = []
-  for chunk in (None, 4096):
+  for chunk in (None, 4096, 1024):
     config = reference_config()
     with config.unlocked():
       config.task.options = {"vocab_size": 32768, "length": 1024}

@@ -29,7 +29,7 @@ from pg.baselines import (grpo_advantages, group_mean_advantages, init_baseline_
                           update_moving_average)
 from pg.hparams import make_hparams
 from pg.kl import kl_estimate, kl_k1, kl_k2, kl_k3, log_ratio
-from pg.logprobs import (sequence_log_probs, token_entropy, token_log_probs,
+from pg.logprobs import (head_log_probs_and_entropy, sequence_log_probs, token_entropy, token_log_probs,
                          token_log_probs_and_entropy)
 from pg.masked import last_token_mask, masked_mean, masked_sum, masked_var, masked_whiten
 from pg.multistep import (discounted_returns, generalized_advantage_estimation,

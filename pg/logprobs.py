@@ -203,3 +203,82 @@ def sequence_log_probs(logp_BxT, mask_BxT):
   _checks.rank("sequence_log_probs", "logp_BxT", logp_BxT, 2)
   _checks.same_shape("sequence_log_probs", {"logp_BxT": logp_BxT, "mask_BxT": mask_BxT})
   return jnp.sum(logp_BxT.astype(jnp.float32) * mask_BxT, axis=-1)
+
+
+def head_log_probs_and_entropy(h_BxTxD, kernel_DxV, bias_V, tokens_BxT, *, temperature=1.0,
+                               chunk_size: int | None = None, compute_dtype=None):
+  """Per-token log-probs and entropies straight from hidden states and the LM head.
+
+  x_t = h_t W + b; then as `token_log_probs_and_entropy`. With `chunk_size=C` the logits
+  themselves are never built: a `lax.scan` over vocabulary chunks computes h W[:, chunk] + b and
+  folds it into an online log-sum-exp, and each chunk is rematerialised in the backward pass
+  (`jax.checkpoint`), so neither the logits `[B, T, V]` nor their float32 copy exist at once.
+
+  Args:
+    h_BxTxD: hidden states that predict tokens t in [0, T).
+    kernel_DxV, bias_V: the LM head (a Dense layer's kernel and bias).
+    tokens_BxT: integer tokens.
+    temperature: τ > 0; chunk_size: None (dense) or C; compute_dtype: the head's matmul dtype
+      (default: the hidden states' dtype), as the model's own Dense layer would use.
+  Returns:
+    (logp_BxT, entropy_BxT), float32.
+  """
+  fn = "head_log_probs_and_entropy"
+  _checks.rank(fn, "h_BxTxD", h_BxTxD, 3)
+  _checks.rank(fn, "kernel_DxV", kernel_DxV, 2)
+  _checks.shape(fn, "kernel_DxV", kernel_DxV, (h_BxTxD.shape[-1], kernel_DxV.shape[1]),
+                "`h_BxTxD`[-1]")
+  _checks.shape(fn, "bias_V", bias_V, kernel_DxV.shape[1:], "`kernel_DxV`[1]")
+  _checks.shape(fn, "tokens_BxT", tokens_BxT, h_BxTxD.shape[:2], "`h_BxTxD`[:2]")
+  _checks.integer(fn, "tokens_BxT", tokens_BxT)
+  _checks.in_range(fn, "temperature", temperature, 0.0, float("inf"), lo_open=True,
+                   hi_open=True)
+  dtype = compute_dtype or h_BxTxD.dtype
+  V = kernel_DxV.shape[1]
+
+  # Closed over in float32, cast to the compute dtype inside each chunk: the gradient w.r.t. h
+  # then sums the chunks' contributions in float32, not bf16.
+  h32_BxTxD = h_BxTxD.astype(jnp.float32)
+
+  def logits(kernel, bias):
+    return jnp.einsum("btd,dv->btv", h32_BxTxD.astype(dtype), kernel.astype(dtype)) + \
+        bias.astype(dtype)
+
+  if chunk_size is None or chunk_size >= V:
+    x_BxTxV = jnp.einsum("btd,dv->btv", h_BxTxD.astype(dtype), kernel_DxV.astype(dtype))
+    return token_log_probs_and_entropy(x_BxTxV + bias_V.astype(dtype), tokens_BxT,
+                                       temperature=temperature)
+  _check(fn, jnp.zeros((1, 1, 1)), jnp.zeros((1, 1), jnp.int32), chunk_size)
+  C = int(chunk_size)
+  inv_temp = 1.0 / jnp.asarray(temperature, jnp.float32)
+  B, T, _ = h_BxTxD.shape
+  n, rem = _chunks(V, C)
+
+  def fold(carry, x_BxTxC, start):
+    m_BxT, s_BxT, sx_BxT, tgt_BxT = carry
+    x_BxTxC = x_BxTxC.astype(jnp.float32) * inv_temp
+    m_new = jnp.maximum(m_BxT, jnp.max(x_BxTxC, axis=-1))
+    scale = jnp.exp(m_BxT - m_new)
+    e_BxTxC = jnp.exp(x_BxTxC - m_new[..., None])
+    ids = start + jnp.arange(x_BxTxC.shape[-1])
+    hit = jnp.where(ids == tokens_BxT[..., None], x_BxTxC, 0.0)
+    return (m_new, s_BxT * scale + jnp.sum(e_BxTxC, axis=-1),
+            sx_BxT * scale + jnp.sum(e_BxTxC * x_BxTxC, axis=-1),
+            tgt_BxT + jnp.sum(hit, axis=-1))
+
+  @jax.checkpoint
+  def body(carry, i):
+    start = i * C
+    kernel = jax.lax.dynamic_slice_in_dim(kernel_DxV, start, C, axis=1)
+    bias = jax.lax.dynamic_slice_in_dim(bias_V, start, C, axis=0)
+    return fold(carry, logits(kernel, bias), start), None
+
+  zeros = jnp.zeros((B, T), jnp.float32)
+  carry = (jnp.full((B, T), -jnp.inf, jnp.float32), zeros, zeros, zeros)
+  if n:
+    carry, _ = jax.lax.scan(body, carry, jnp.arange(n))
+  if rem:
+    carry = fold(carry, logits(kernel_DxV[:, n * C:], bias_V[n * C:]), n * C)
+  m_BxT, s_BxT, sx_BxT, tgt_BxT = carry
+  lse_BxT = m_BxT + jnp.log(s_BxT)
+  return tgt_BxT - lse_BxT, lse_BxT - sx_BxT / s_BxT

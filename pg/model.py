@@ -123,15 +123,22 @@ class PolicyValue(nn.Module):
 
   def __call__(self, tokens_BxL):
     """Full forward (training): logits `[B, L, V]` and values `[B, L]` float32 (or None)."""
+    h_BxLxD, values_BxL = self.hidden_and_values(tokens_BxL)
+    return self.lm_head(h_BxLxD), values_BxL
+
+  def hidden_and_values(self, tokens_BxL):
+    """Final hidden states `[B, L, D]` (the LM head's input) and values, without the logits:
+    `pg.head_log_probs_and_entropy` applies the head chunk by chunk."""
     h_BxLxD, _ = self.trunk(tokens_BxL)
-    logits_BxLxV = self.lm_head(h_BxLxD)
     values_BxL: Optional[jax.Array] = None
     if self.cfg.value_head == "shared":
       values_BxL = self.value_out(h_BxLxD.astype(jnp.float32))[..., 0]
     elif self.cfg.value_head == "separate":
       hc_BxLxD, _ = self.critic_trunk(tokens_BxL)
       values_BxL = self.value_out(hc_BxLxD.astype(jnp.float32))[..., 0]
-    return logits_BxLxV, values_BxL
+    if self.is_initializing():  # create the head's parameters too
+      self.lm_head(h_BxLxD)
+    return h_BxLxD, values_BxL
 
   def decode(self, tokens_BxL, pos, cache):
     """Policy logits for tokens at positions pos..pos+L−1, reading and writing the cache."""

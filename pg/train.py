@@ -136,10 +136,17 @@ def make_train(config, data_sharding=None):
                       key=run_key, step=jnp.zeros((), jnp.int32), hp=hp)
 
   def forward(params, full_BxL, tokens_BxT, temperature):
-    logits_BxLxV, values_BxL = model.apply(params, full_BxL)
-    logp_BxT, entropy_BxT = pg.token_log_probs_and_entropy(
-        sampler_lib.response_logits(logits_BxLxV, P), tokens_BxT, temperature=temperature,
-        chunk_size=config.logprob_chunk_size)
+    if config.logprob_chunk_size is None:
+      logits_BxLxV, values_BxL = model.apply(params, full_BxL)
+      logp_BxT, entropy_BxT = pg.token_log_probs_and_entropy(
+          sampler_lib.response_logits(logits_BxLxV, P), tokens_BxT, temperature=temperature)
+    else:  # the LM head applied chunk by chunk: no [B, L, V] logits at all
+      h_BxLxD, values_BxL = model.apply(params, full_BxL, method=PolicyValue.hidden_and_values)
+      head = params["params"]["lm_head"]
+      logp_BxT, entropy_BxT = pg.head_log_probs_and_entropy(
+          sampler_lib.response_logits(h_BxLxD, P), head["kernel"], head["bias"], tokens_BxT,
+          temperature=temperature, chunk_size=config.logprob_chunk_size,
+          compute_dtype=mcfg.dtype)
     values_BxT = None if values_BxL is None else values_BxL[:, P - 1:-1]
     return logp_BxT, entropy_BxT, values_BxT
 

@@ -125,6 +125,17 @@ def _logprob_cases():
       rng = _rng(seed)
       return (_f32(rng, B, T, V, scale=3.0), _tokens_BxT(rng), _f32(rng, B, T), _f32(rng, B, T))
 
+    def head_args(seed):
+      rng = _rng(seed)
+      return (_f32(rng, B, T, 8), _f32(rng, 8, V), _f32(rng, V), _tokens_BxT(rng))
+
+    def head_grads(h_BxTxD, kernel_DxV, bias_V, tokens_BxT, temperature, chunk=chunk):
+      def objective(h, kernel, bias):
+        logp_BxT, ent_BxT = pg.head_log_probs_and_entropy(
+            h, kernel, bias, tokens_BxT, temperature=temperature, chunk_size=chunk)
+        return jnp.sum(logp_BxT) + 0.5 * jnp.sum(ent_BxT)
+      return jax.grad(objective, argnums=(0, 1, 2))(h_BxTxD, kernel_DxV, bias_V)
+
     def grads(logits_BxTxV, tokens_BxT, w_logp_BxT, w_ent_BxT, temperature, chunk=chunk):
       def objective(x_BxTxV, tau):
         logp_BxT, ent_BxT = pg.token_log_probs_and_entropy(
@@ -146,6 +157,12 @@ def _logprob_cases():
                   x, temperature=temperature, chunk_size=chunk),
               logits_only, temperature=TEMPERATURE),
         _case(f"grad_token_log_probs_and_entropy[{label}]", grads, grad_args,
+              temperature=TEMPERATURE),
+        _case(f"head_log_probs_and_entropy[{label}]",
+              lambda h, k, b, y, temperature, chunk=chunk: pg.head_log_probs_and_entropy(
+                  h, k, b, y, temperature=temperature, chunk_size=chunk),
+              head_args, temperature=TEMPERATURE),
+        _case(f"grad_head_log_probs_and_entropy[{label}]", head_grads, head_args,
               temperature=TEMPERATURE),
     ]
   cases.append(_case("sequence_log_probs", pg.sequence_log_probs,

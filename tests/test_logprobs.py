@@ -118,3 +118,49 @@ def test_chunked_path_never_materialises_float32_logits(dtype):
   assert dense >= f32_bytes  # the dense path does hold float32 [B, T, V]
   assert chunked < f32_bytes  # the chunked one holds less than one such array
   assert chunked < dense / 3
+
+
+@pytest.mark.parametrize("chunk_size", [8, 10, 37])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_head_log_probs_equal_logits_path(chunk_size, dtype):
+  k = jax.random.split(jax.random.PRNGKey(3), 4)
+  h = jax.random.normal(k[0], (B, T, 16)).astype(dtype)
+  kernel, bias = jax.random.normal(k[1], (16, V)), jax.random.normal(k[2], (V,))
+  tokens = jax.random.randint(k[3], (B, T), 0, V)
+
+  def objective(h, kernel, bias, chunk, compute_dtype):
+    logp, ent = pg.head_log_probs_and_entropy(h, kernel, bias, tokens, temperature=0.7,
+                                              chunk_size=chunk, compute_dtype=compute_dtype)
+    return jnp.sum(logp * jnp.arange(T)) + jnp.sum(ent)
+
+  def via_logits(h, kernel, bias):  # float32 throughout: the reference
+    x = jnp.einsum("btd,dv->btv", h.astype(jnp.float32), kernel) + bias
+    logp, ent = pg.token_log_probs_and_entropy(x, tokens, temperature=0.7)
+    return jnp.sum(logp * jnp.arange(T)) + jnp.sum(ent)
+
+  got = jax.grad(objective, argnums=(0, 1, 2))(h, kernel, bias, chunk_size, dtype)
+  ref = jax.grad(via_logits, argnums=(0, 1, 2))(h, kernel, bias)
+  for g, r in zip(got, ref):
+    g, r = np.asarray(g, np.float32), np.asarray(r, np.float32)
+    if dtype == jnp.float32:
+      np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+    else:  # bf16 logits carry ~3 significant digits: within 3% of the gradient's scale
+      np.testing.assert_allclose(g, r, atol=0.03 * np.abs(r).max())
+
+
+def test_head_path_never_builds_the_logits():
+  B_, T_, D_, V_ = 4, 1024, 128, 32768
+  args = (jax.ShapeDtypeStruct((B_, T_, D_), jnp.float32),
+          jax.ShapeDtypeStruct((D_, V_), jnp.float32), jax.ShapeDtypeStruct((V_,), jnp.float32),
+          jax.ShapeDtypeStruct((B_, T_), jnp.int32))
+  one_logits = 4 * B_ * T_ * V_
+
+  def temp_bytes(chunk):
+    def loss(h, kernel, bias, y):
+      logp, ent = pg.head_log_probs_and_entropy(h, kernel, bias, y, chunk_size=chunk)
+      return jnp.sum(logp) + jnp.sum(ent)
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(*args).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert temp_bytes(None) >= 2 * one_logits
+  assert temp_bytes(1024) < 0.25 * one_logits  # chunk-sized temporaries only

@@ -303,3 +303,10 @@ def test_bfloat16_compute_keeps_float32_master_weights_and_learns():
   assert all(np.isfinite(v).all() for v in m.values())
   score = m["mean_score"]
   assert np.all(score[:, -5:].mean(1) > score[:, :5].mean(1) + 0.3), score[:, [0, -1]]
+
+
+def test_chunked_head_gives_the_same_update():
+  _, dense, _ = run_chunks(tiny(updates_per_chunk=1), 1)
+  _, chunked, _ = run_chunks(tiny(updates_per_chunk=1, logprob_chunk_size=3), 1)
+  for k in ("loss", "grad_norm", "entropy", "mean_score"):
+    np.testing.assert_allclose(chunked[k], dense[k], rtol=1e-5, atol=1e-6, err_msg=k)
