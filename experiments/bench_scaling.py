@@ -8,8 +8,7 @@ changes one thing per table. Each row: seconds per update for the whole compiled
 sampler alone (same batch, jitted) and the rest (scoring, advantages, loss, optimizer), so the
 part that grows fastest is visible. The memory table compiles (without running) one update at
 vocabulary 32768 and 1024-token responses, with the LM head and log-probs dense or chunked
-over the vocabulary, and reads XLA's
-temporary-buffer size.
+over the vocabulary, and reads XLA's temporary-buffer size.
 """
 
 import argparse
