@@ -111,6 +111,7 @@ def make_train(config, data_sharding=None):
   update's batch across devices (data parallel); None leaves placement to XLA.
   """
   task, mcfg = validate(config)
+
   def constrain(tree, batch_axis=0):
     """Pins the batch axis of every leaf to the mesh's data axis (no-op without a mesh)."""
     if data_sharding is None:
@@ -118,6 +119,7 @@ def make_train(config, data_sharding=None):
     spec = jax.sharding.PartitionSpec(*([None] * batch_axis), *data_sharding.spec)
     sharding = jax.sharding.NamedSharding(data_sharding.mesh, spec)
     return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
   model = PolicyValue(mcfg)
   P, T, G = task.prompt_len, task.max_new_tokens, config.group_size
   B = config.num_prompts * G
