@@ -81,7 +81,11 @@ def scaling(name, values, apply, repeats):
     config = reference_config()
     with config.unlocked():
       apply(config, v)
-    total, sampling = time_update(config, repeats)
+    try:
+      total, sampling = time_update(config, repeats)
+    except jax.errors.JaxRuntimeError as e:  # e.g. RESOURCE_EXHAUSTED: say so, go on
+      rows.append([str(v), f"failed: {str(e).splitlines()[0][:80]}", "", "", ""])
+      continue
     rows.append([str(v), f"{total:.3f}", f"{sampling:.3f}", f"{max(total - sampling, 0):.3f}",
                  f"{100 * sampling / total:.0f}%"])
   table(f"time per update vs {name}", rows,
