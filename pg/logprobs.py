@@ -70,35 +70,45 @@ def _chunk_at(logits_BxTxV, start, size):
   return jax.lax.bitcast_convert_type(chunk, dtype)
 
 
+def _fold_init(B, T):
+  zeros = jnp.zeros((B, T), jnp.float32)
+  return (jnp.full((B, T), -jnp.inf, jnp.float32), zeros, zeros, zeros)
+
+
+def _fold(carry, x_BxTxC, start, tokens_BxT, inv_temp):
+  """One vocabulary chunk of the online log-sum-exp. The carry holds, per token, the running
+  max m, Σ e^{x−m}, Σ e^{x−m}·x and the target token's logit."""
+  m_BxT, s_BxT, sx_BxT, tgt_BxT = carry
+  x_BxTxC = x_BxTxC.astype(jnp.float32) * inv_temp
+  m_new = jnp.maximum(m_BxT, jnp.max(x_BxTxC, axis=-1))
+  scale = jnp.exp(m_BxT - m_new)
+  e_BxTxC = jnp.exp(x_BxTxC - m_new[..., None])
+  ids = start + jnp.arange(x_BxTxC.shape[-1])
+  hit_BxTxC = jnp.where(ids == tokens_BxT[..., None], x_BxTxC, 0.0)
+  return (m_new, s_BxT * scale + jnp.sum(e_BxTxC, axis=-1),
+          sx_BxT * scale + jnp.sum(e_BxTxC * x_BxTxC, axis=-1),
+          tgt_BxT + jnp.sum(hit_BxTxC, axis=-1))
+
+
+def _fold_finish(carry):
+  """(lse, target logit, Σp·x) from the folded carry."""
+  m_BxT, s_BxT, sx_BxT, tgt_BxT = carry
+  return m_BxT + jnp.log(s_BxT), tgt_BxT, sx_BxT / s_BxT
+
+
 def _online_stats(logits_BxTxV, tokens_BxT, inv_temp, C):
   """Online log-sum-exp over vocabulary chunks: returns (lse, target logit, Σp·x) per token."""
   B, T, V = logits_BxTxV.shape
   n, rem = _chunks(V, C)
-
-  def update(carry, x_BxTxC, start):
-    m_BxT, s_BxT, sx_BxT, tgt_BxT = carry
-    x_BxTxC = x_BxTxC.astype(jnp.float32) * inv_temp
-    m_new = jnp.maximum(m_BxT, jnp.max(x_BxTxC, axis=-1))
-    scale = jnp.exp(m_BxT - m_new)
-    e_BxTxC = jnp.exp(x_BxTxC - m_new[..., None])
-    s_BxT = s_BxT * scale + jnp.sum(e_BxTxC, axis=-1)
-    sx_BxT = sx_BxT * scale + jnp.sum(e_BxTxC * x_BxTxC, axis=-1)
-    ids = start + jnp.arange(x_BxTxC.shape[-1])
-    tgt_BxT = tgt_BxT + jnp.sum(jnp.where(ids == tokens_BxT[..., None], x_BxTxC, 0.0), axis=-1)
-    return (m_new, s_BxT, sx_BxT, tgt_BxT)
-
-  zeros = jnp.zeros((B, T), jnp.float32)
-  carry = (jnp.full((B, T), -jnp.inf, jnp.float32), zeros, zeros, zeros)
+  carry = _fold_init(B, T)
   if n:
     def body(carry, i):
       start = i * C
-      return update(carry, _chunk_at(logits_BxTxV, start, C), start), None
+      return _fold(carry, _chunk_at(logits_BxTxV, start, C), start, tokens_BxT, inv_temp), None
     carry, _ = jax.lax.scan(body, carry, jnp.arange(n))
   if rem:
-    carry = update(carry, logits_BxTxV[..., n * C:], n * C)
-  m_BxT, s_BxT, sx_BxT, tgt_BxT = carry
-  lse_BxT = m_BxT + jnp.log(s_BxT)
-  return lse_BxT, tgt_BxT, sx_BxT / s_BxT
+    carry = _fold(carry, logits_BxTxV[..., n * C:], n * C, tokens_BxT, inv_temp)
+  return _fold_finish(carry)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -254,31 +264,18 @@ def head_log_probs_and_entropy(h_BxTxD, kernel_DxV, bias_V, tokens_BxT, *, tempe
   B, T, _ = h_BxTxD.shape
   n, rem = _chunks(V, C)
 
-  def fold(carry, x_BxTxC, start):
-    m_BxT, s_BxT, sx_BxT, tgt_BxT = carry
-    x_BxTxC = x_BxTxC.astype(jnp.float32) * inv_temp
-    m_new = jnp.maximum(m_BxT, jnp.max(x_BxTxC, axis=-1))
-    scale = jnp.exp(m_BxT - m_new)
-    e_BxTxC = jnp.exp(x_BxTxC - m_new[..., None])
-    ids = start + jnp.arange(x_BxTxC.shape[-1])
-    hit = jnp.where(ids == tokens_BxT[..., None], x_BxTxC, 0.0)
-    return (m_new, s_BxT * scale + jnp.sum(e_BxTxC, axis=-1),
-            sx_BxT * scale + jnp.sum(e_BxTxC * x_BxTxC, axis=-1),
-            tgt_BxT + jnp.sum(hit, axis=-1))
-
   @jax.checkpoint
   def body(carry, i):
     start = i * C
     kernel = jax.lax.dynamic_slice_in_dim(kernel_DxV, start, C, axis=1)
     bias = jax.lax.dynamic_slice_in_dim(bias_V, start, C, axis=0)
-    return fold(carry, logits(kernel, bias), start), None
+    return _fold(carry, logits(kernel, bias), start, tokens_BxT, inv_temp), None
 
-  zeros = jnp.zeros((B, T), jnp.float32)
-  carry = (jnp.full((B, T), -jnp.inf, jnp.float32), zeros, zeros, zeros)
+  carry = _fold_init(B, T)
   if n:
     carry, _ = jax.lax.scan(body, carry, jnp.arange(n))
   if rem:
-    carry = fold(carry, logits(kernel_DxV[:, n * C:], bias_V[n * C:]), n * C)
-  m_BxT, s_BxT, sx_BxT, tgt_BxT = carry
-  lse_BxT = m_BxT + jnp.log(s_BxT)
-  return tgt_BxT - lse_BxT, lse_BxT - sx_BxT / s_BxT
+    carry = _fold(carry, logits(kernel_DxV[:, n * C:], bias_V[n * C:]), n * C, tokens_BxT,
+                  inv_temp)
+  lse_BxT, tgt_BxT, mean_x_BxT = _fold_finish(carry)
+  return tgt_BxT - lse_BxT, lse_BxT - mean_x_BxT
