@@ -27,11 +27,8 @@ from pg.tasks import make_task
 STATIC_FIELDS_ALLOWED_TO_CHANGE = ("num_chunks", "checkpoint_every", "workdir")
 
 
-def _comparable(config) -> dict:
-  d = json.loads(config.to_json_best_effort())
-  for k in STATIC_FIELDS_ALLOWED_TO_CHANGE:
-    d.pop(k, None)
-  return d
+def _comparable(config_dict: dict) -> dict:
+  return {k: v for k, v in config_dict.items() if k not in STATIC_FIELDS_ALLOWED_TO_CHANGE}
 
 
 class MetricsLog:
@@ -81,11 +78,10 @@ def run(config, workdir: str, *, verbose: bool = True):
   config_path = os.path.join(workdir, "config.json")
   if os.path.exists(config_path):
     with open(config_path) as f:
-      saved = json.load(f)
-    saved = {k: v for k, v in saved.items() if k not in STATIC_FIELDS_ALLOWED_TO_CHANGE}
-    if saved != _comparable(config):
-      diff = sorted(k for k in set(saved) | set(_comparable(config))
-                    if saved.get(k) != _comparable(config).get(k))
+      saved = _comparable(json.load(f))
+    current = _comparable(json.loads(config.to_json_best_effort()))
+    if saved != current:
+      diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
       raise ValueError(f"workdir {workdir!r} holds a run with a different config (fields "
                        f"{diff}); use another --workdir or delete it.")
   with open(config_path, "w") as f:

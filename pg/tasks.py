@@ -167,9 +167,9 @@ def count_up(length: int = 8):
   def sample_prompts(key, num_prompts):
     return jax.random.randint(key, (num_prompts, 1), 0, 10).astype(jnp.int32)
 
-  return python_task("count_up", functools.partial(count_up_reward, length=length), vocab_size=12, prompt_len=1,
-                     max_new_tokens=length, eos_id=10, pad_id=11, sample_prompts=sample_prompts,
-                     token_names=tuple("0123456789") + ("<end>", "<pad>"))
+  return python_task("count_up", functools.partial(count_up_reward, length=length),
+                     vocab_size=12, prompt_len=1, max_new_tokens=length, eos_id=10, pad_id=11,
+                     sample_prompts=sample_prompts, token_names=tuple("0123456789") + ("<end>", "<pad>"))
 
 
 def target_token(vocab_size: int = 64, prompt_len: int = 8, length: int = 24, target: int = 7):

@@ -27,10 +27,16 @@ import optax
 
 import pg
 from pg import sampler as sampler_lib
+from pg import sharding
+from pg.kl import KL_ESTIMATORS
 from pg.model import ModelConfig, PolicyValue, init_params
 from pg.tasks import make_task
 
 KL_PLACEMENTS = ("none", "reward", "loss")
+# Built-in estimators that compare samples within a group, and why a group of one fails them.
+NEEDS_GROUPS = {"rloo": "leave-one-out",
+                **dict.fromkeys(("grpo", "grpo_population", "group_mean"),
+                                "a group of one has advantage 0 and never learns")}
 
 
 @flax.struct.dataclass
@@ -70,16 +76,13 @@ def validate(config):
   if config.kl_placement not in KL_PLACEMENTS:
     raise ValueError(f"config.kl_placement must be one of {KL_PLACEMENTS}, "
                      f"got {config.kl_placement!r}.")
-  if config.kl_estimator not in ("k1", "k2", "k3"):
-    raise ValueError(f"config.kl_estimator must be 'k1', 'k2' or 'k3', "
+  if config.kl_estimator not in KL_ESTIMATORS:
+    raise ValueError(f"config.kl_estimator must be one of {sorted(KL_ESTIMATORS)}, "
                      f"got {config.kl_estimator!r}.")
-  if config.advantage in ("rloo",) and config.group_size < 2:
+  why_groups = NEEDS_GROUPS.get(config.advantage)
+  if why_groups and config.group_size < 2:
     raise ValueError(f"config.group_size must be >= 2 for advantage {config.advantage!r} "
-                     f"(leave-one-out), got {config.group_size}.")
-  if config.advantage in ("grpo", "grpo_population", "group_mean") and config.group_size < 2:
-    raise ValueError(f"config.group_size must be >= 2 for advantage {config.advantage!r} "
-                     f"(a group of one has advantage 0 and never learns), got "
-                     f"{config.group_size}.")
+                     f"({why_groups}), got {config.group_size}.")
   mcfg = model_config(config, task)
   if config.advantage in ("gae", "value") and mcfg.value_head == "none":
     raise ValueError(f"advantage {config.advantage!r} needs a critic: set config.model.value_head "
@@ -218,7 +221,8 @@ def make_train(config, data_sharding=None):
     scores_B = task.score(prompts_BxP, s.tokens_BxT, s.mask_BxT).astype(jnp.float32)
     full_BxL = jnp.concatenate([prompts_BxP, s.tokens_BxT], axis=1)
     mask = s.mask_BxT
-    _, _, values_BxT = forward(state.params, full_BxL, s.tokens_BxT, hp["temperature"])
+    values_BxT = (forward(state.params, full_BxL, s.tokens_BxT, hp["temperature"])[2]
+                  if has_critic else None)
     batch = {"full": full_BxL, "tokens": s.tokens_BxT, "mask": mask, "old_logp": s.logp_BxT}
     kl_to_ref_B = jnp.zeros((B,), jnp.float32)
     kl_reward = None
@@ -273,7 +277,6 @@ def make_programs(config):
   axis and each seed's batch over its "data" axis (`pg.sharding`); results do not depend on the
   mesh.
   """
-  from pg import sharding  # local: sharding imports this module's validate
   mesh = sharding.make_mesh(config)
   if mesh is None:
     init, train_chunk = make_train(config)
