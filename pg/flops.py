@@ -7,9 +7,9 @@ A matmul of [m, k] by [k, n] is 2mkn FLOPs. Per token, a forward pass through th
 (QKV, attention output and a 4× MLP: 12d² weights per layer; the LM head; QKᵀ and AV over S
 attended positions). A backward pass costs twice its forward. One update is then:
 prefill over P prompt tokens, T decode steps (each attending over the cache of max_len
-positions, as the compiled sampler does), one scoring forward over P + T tokens (values and old
-log-probs; a second one for π_ref when a KL penalty is on; a separate critic doubles every
-forward it joins), and ppo_epochs × (forward + backward) over P + T tokens. Embedding lookups,
+positions, as the compiled sampler does), a scoring forward over P + T tokens for the values
+when there is a critic (the old log-probs come from the sampler), one for π_ref when a KL
+penalty is on (a separate critic doubles every forward it joins), and ppo_epochs × (forward + backward) over P + T tokens. Embedding lookups,
 layer norms, softmaxes and the optimizer are left out, as usual for MFU.
 """
 
@@ -33,6 +33,8 @@ def update_flops(config, task) -> float:
   full_seq = S * f(S)
   critic = S * f(S, head=False) if m.value_head == "separate" else 0.0
   sampling = P * f(S) + T * f(S)
-  scoring = full_seq + critic + (full_seq if config.kl_placement != "none" else 0.0)
+  has_critic = m.value_head != "none"
+  scoring = ((full_seq + critic) if has_critic else 0.0) + (
+      full_seq if config.kl_placement != "none" else 0.0)
   training = config.ppo_epochs * 3 * (full_seq + critic)
   return float(B * (sampling + scoring + training))
