@@ -96,32 +96,32 @@ class Block(nn.Module):
     dense = lambda n, name: nn.Dense(n, dtype=cfg.dtype, name=name)
     h = nn.LayerNorm(dtype=cfg.dtype, name="ln_attn")(x_BxLxD)
     qkv_BxLx3D = dense(3 * D, "qkv")(h)
-    q_BxHxLxDh, k_BxHxLxDh, v_BxHxLxDh = jnp.split(
-        qkv_BxLx3D.reshape(B, L, 3 * H, Dh).transpose(0, 2, 1, 3), 3, axis=1)
-    q_pos_L = pos + jnp.arange(L)
-    # The block's own keys, causally masked among themselves.
-    scores_BxHxLxL = jnp.einsum("bhld,bhsd->bhls", q_BxHxLxDh, k_BxHxLxDh)
-    causal_LxL = q_pos_L[None, :] <= q_pos_L[:, None]
-    scores_BxHxLxL = jnp.where(causal_LxL, scores_BxHxLxL.astype(jnp.float32), -1e30)
-    if kv is None:  # full sequence (training): nothing else to attend to
-      attn_BxHxLxL = jax.nn.softmax(scores_BxHxLxL / jnp.sqrt(Dh), axis=-1).astype(cfg.dtype)
-      out_BxHxLxDh = jnp.einsum("bhls,bhsd->bhld", attn_BxHxLxL, v_BxHxLxDh)
+    q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh = jnp.split(qkv_BxLx3D.reshape(B, L, 3 * H, Dh), 3, axis=2)
+    if kv is None:  # full sequence (training): causal self-attention, nothing else
+      out_BxLxHxDh = jax.nn.dot_product_attention(q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh,
+                                                  is_causal=True)
       new_kv = None
-    else:  # decoding: also the cache's positions before `pos`, read before this call's write
+    else:  # decoding: the cache's positions before `pos`, read before this call's write, then
+      # the block's own keys, causally masked among themselves
       k_cache, v_cache = kv
       S = k_cache.shape[2]
+      q_BxHxLxDh, k_BxHxLxDh, v_BxHxLxDh = (
+          x.transpose(0, 2, 1, 3) for x in (q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh))
+      q_pos_L = pos + jnp.arange(L)
+      scores_BxHxLxL = jnp.einsum("bhld,bhsd->bhls", q_BxHxLxDh, k_BxHxLxDh).astype(jnp.float32)
+      scores_BxHxLxL = jnp.where(q_pos_L[None, :] <= q_pos_L[:, None], scores_BxHxLxL, -1e30)
       scores_BxHxLxS = jnp.einsum("bhld,bhsd->bhls", q_BxHxLxDh, k_cache).astype(jnp.float32)
       scores_BxHxLxS = jnp.where((jnp.arange(S) < pos)[None, :], scores_BxHxLxS, -1e30)
       scores = jnp.concatenate([scores_BxHxLxS, scores_BxHxLxL], axis=-1) / jnp.sqrt(Dh)
       attn = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)
       out_BxHxLxDh = (jnp.einsum("bhls,bhsd->bhld", attn[..., :S], v_cache)
                       + jnp.einsum("bhls,bhsd->bhld", attn[..., S:], v_BxHxLxDh))
-      # The write is the cache's only use after the read above, so XLA does it in place.
+      out_BxLxHxDh = out_BxHxLxDh.transpose(0, 2, 1, 3)
+      # The write is the cache's only use after the read above, so XLA can do it in place.
       zero = jnp.zeros((), jnp.int32)
       starts = (zero, zero, jnp.asarray(pos, jnp.int32), zero)
       new_kv = (update_slice(k_cache, k_BxHxLxDh.astype(k_cache.dtype), starts),
                 update_slice(v_cache, v_BxHxLxDh.astype(v_cache.dtype), starts))
-    out_BxLxHxDh = out_BxHxLxDh.transpose(0, 2, 1, 3)
     x_BxLxD = x_BxLxD + dense(D, "attn_out")(out_BxLxHxDh.reshape(B, L, D))
     h = nn.LayerNorm(dtype=cfg.dtype, name="ln_mlp")(x_BxLxD)
     h = dense(D, "mlp_out")(nn.gelu(dense(cfg.mlp_ratio * D, "mlp_in")(h)))
