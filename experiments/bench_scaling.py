@@ -61,7 +61,7 @@ def time_update(config, repeats):
   prompts = jnp.zeros((config.num_seeds, B, task.prompt_len), jnp.int32)
   sample = jax.jit(jax.vmap(lambda p, pr, k: sampler.sample(
       p, mcfg, pr, k, max_new_tokens=task.max_new_tokens, eos_id=task.eos_id,
-      pad_id=task.pad_id)))
+      pad_id=task.pad_id)), compiler_options=train.compiler_options())
   keys = train.seed_keys(config)
   sampling = timed(sample, holder["state"].params, prompts, keys, repeats=repeats)
   return total, sampling
