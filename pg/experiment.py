@@ -24,7 +24,9 @@ from tqdm import tqdm
 from pg import plotting, sampler, train
 from pg.tasks import make_task
 
-STATIC_FIELDS_ALLOWED_TO_CHANGE = ("num_chunks", "checkpoint_every", "workdir")
+# May differ on resume: more chunks, other checkpoint spacing or workdir, and the sweep grid
+# (a sweep batch's runs are compared one by one instead).
+STATIC_FIELDS_ALLOWED_TO_CHANGE = ("num_chunks", "checkpoint_every", "workdir", "sweep")
 
 
 def _comparable(config_dict: dict) -> dict:
@@ -32,7 +34,8 @@ def _comparable(config_dict: dict) -> dict:
 
 
 class MetricsLog:
-  """JSONL rows {"seed", "update", metric...}; on resume, rows past the checkpoint are dropped."""
+  """JSONL rows {"run", its labels ("seed", swept values...), "update", metric...}; on resume,
+  rows past the checkpoint are dropped, so no update is ever logged twice."""
 
   def __init__(self, path, keep_updates_below: int):
     self.path = path
@@ -44,52 +47,71 @@ class MetricsLog:
     with open(path, "w") as f:
       f.writelines(rows)
 
-  def append(self, metrics, first_update: int):
-    """metrics: dict of arrays `[num_seeds, K]`."""
+  def append(self, metrics, first_update: int, labels=None):
+    """metrics: dict of arrays `[num_runs, K]`; labels: one dict per run (default: seed = run)."""
     names = sorted(metrics)
     arrays = {k: np.asarray(metrics[k]) for k in names}
-    S, K = arrays[names[0]].shape
+    R, K = arrays[names[0]].shape
+    labels = labels or [{"seed": r} for r in range(R)]
     with open(self.path, "a") as f:
-      for s in range(S):
+      for r in range(R):
         for k in range(K):
-          row = {"seed": s, "update": first_update + k}
-          row.update({n: float(arrays[n][s, k]) for n in names})
+          row = {"run": r, **labels[r], "update": first_update + k}
+          row.update({n: float(arrays[n][r, k]) for n in names})
           f.write(json.dumps(row) + "\n")
 
-  def read(self):
-    """All rows as metric -> array `[num_seeds, num_updates]`."""
+  def read(self, labels=()):
+    """Every metric as an array `[num_runs, num_updates]` (`labels`: swept names to leave out)."""
     with open(self.path) as f:
       rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
       return {}
-    S = 1 + max(r["seed"] for r in rows)
+    index = "run" if "run" in rows[0] else "seed"
+    R = 1 + max(r[index] for r in rows)
     U = 1 + max(r["update"] for r in rows)
-    out = {k: np.full((S, U), np.nan) for k in rows[0] if k not in ("seed", "update")}
+    skip = {"run", "seed", "update", *labels}
+    out = {k: np.full((R, U), np.nan) for k in rows[0] if k not in skip}
     for r in rows:
       for k in out:
-        out[k][r["seed"], r["update"]] = r[k]
+        out[k][r[index], r["update"]] = r[k]
     return out
 
 
-def run(config, workdir: str, *, verbose: bool = True):
-  """Trains `config.num_seeds` seeds for `config.num_chunks` chunks; returns the final state."""
-  task, mcfg = train.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  config_path = os.path.join(workdir, "config.json")
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      saved = _comparable(json.load(f))
-    current = _comparable(json.loads(config.to_json_best_effort()))
+def _check_workdir(workdir, config, labels):
+  """A workdir holds one run set: the same config (up to STATIC_FIELDS_ALLOWED_TO_CHANGE) and the
+  same runs, or it is refused before anything compiles."""
+  current = {"config": _comparable(json.loads(config.to_json_best_effort())), "runs": labels}
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    saved = {"config": _comparable(saved.get("config", saved)), "runs": saved.get("runs")}
+    if saved["runs"] is None:  # written by a run of seeds only
+      saved["runs"] = [{"seed": j} for j in range(saved["config"].get("num_seeds", 0))]
     if saved != current:
-      diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+      diff = sorted(k for k in set(saved["config"]) | set(current["config"])
+                    if saved["config"].get(k) != current["config"].get(k))
+      if saved["runs"] != current["runs"]:
+        diff.append("runs")
       raise ValueError(f"workdir {workdir!r} holds a run with a different config (fields "
                        f"{diff}); use another --workdir or delete it.")
-  with open(config_path, "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  with open(path, "w") as f:
+    json.dump({"config": json.loads(config.to_json_best_effort()), "runs": labels}, f, indent=2)
 
-  init, train_chunk = train.make_programs(config)
-  hp = train.hparams_from_config(config)
-  state = init(train.seed_keys(config), hp)
+
+def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
+        verbose: bool = True, report_at_end: bool | None = None, desc: str = "chunks"):
+  """Trains every run (default: `config.num_seeds` seeds) for `config.num_chunks` chunks and
+  returns the final state. `runs` (`pg.train.Runs`) sets each run's key, hyperparameters and
+  labels (a sweep); `programs` a prebuilt `(init, train_chunk)` pair for them. `verbose`:
+  progress bar and messages; `report_at_end` (default: verbose) the curves, table and samples."""
+  task, mcfg = train.validate(config)
+  runs = runs or train.seed_runs(config)
+  os.makedirs(workdir, exist_ok=True)
+  _check_workdir(workdir, config, runs.labels)
+
+  init, train_chunk = programs or train.make_programs(config, len(runs.labels))
+  state = init(runs.keys, runs.hp)
   manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                   options=ocp.CheckpointManagerOptions(max_to_keep=2))
   start_chunk = 0
@@ -105,14 +127,14 @@ def run(config, workdir: str, *, verbose: bool = True):
   tb = _tensorboard(os.path.join(workdir, "tb"))
 
   bar = tqdm(range(start_chunk, config.num_chunks), initial=start_chunk,
-             total=config.num_chunks, desc="chunks", unit="chunk", disable=not verbose)
+             total=config.num_chunks, desc=desc, unit="chunk", disable=not verbose)
   completed = start_chunk
 
   def commit(result, chunk):
     nonlocal state, completed
     new_state, metrics = result
     metrics = jax.device_get(metrics)
-    log.append(metrics, chunk * K)
+    log.append(metrics, chunk * K, runs.labels)
     _write_tensorboard(tb, metrics, chunk * K)
     state, completed = new_state, chunk + 1
     bar.set_postfix(score=f"{np.mean(metrics['mean_score'][:, -1]):.3f}")
@@ -140,6 +162,7 @@ def run(config, workdir: str, *, verbose: bool = True):
   if verbose:
     print(f"{config.num_chunks - start_chunk} chunks in {time.time() - start:.1f}s "
           f"(compile included)")
+  if verbose if report_at_end is None else report_at_end:
     report(config, workdir, log, state, task, mcfg)
   return state
 

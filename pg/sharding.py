@@ -22,8 +22,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 SEED, DATA = "seed", "data"
 
 
-def mesh_shape(config, num_devices: int):
-  """(seed, data) axis sizes for `num_devices`, validated with the fields named."""
+def mesh_shape(config, num_devices: int, num_runs: int | None = None):
+  """(seed, data) axis sizes for `num_devices`, validated with the fields named.
+
+  `num_runs` (default config.num_seeds) is the length of the vmapped run axis: seeds, or
+  settings × seeds in a sweep."""
+  runs = config.num_seeds if num_runs is None else num_runs
   seed, data = int(config.mesh.seed), int(config.mesh.data)
   batch = config.num_prompts * config.group_size
   if seed == 1 and data == 1:  # explicitly unsharded: one device, whatever else there is
@@ -32,7 +36,7 @@ def mesh_shape(config, num_devices: int):
     raise ValueError(f"config.mesh.seed and config.mesh.data must be >= 0 (0: choose), got "
                      f"{seed}, {data}.")
   if seed == 0 and data == 0:
-    seed = math.gcd(config.num_seeds, num_devices)
+    seed = math.gcd(runs, num_devices)
     data = num_devices // seed
   elif seed == 0:
     seed = num_devices // data
@@ -41,9 +45,9 @@ def mesh_shape(config, num_devices: int):
   if seed * data != num_devices:
     raise ValueError(f"config.mesh: seed × data = {seed} × {data} must equal the number of "
                      f"devices, {num_devices}.")
-  if config.num_seeds % seed:
-    raise ValueError(f"config.num_seeds ({config.num_seeds}) must be a multiple of the mesh's "
-                     f"seed axis ({seed}).")
+  if runs % seed:
+    what = "config.num_seeds" if num_runs is None else "the number of runs"
+    raise ValueError(f"{what} ({runs}) must be a multiple of the mesh's seed axis ({seed}).")
   if batch % data or (batch // config.num_minibatches) % data:
     raise ValueError(f"the batch num_prompts × group_size = {batch} (and each of its "
                      f"{config.num_minibatches} minibatches) must split over the mesh's data "
@@ -51,10 +55,10 @@ def mesh_shape(config, num_devices: int):
   return seed, data
 
 
-def make_mesh(config):
+def make_mesh(config, num_runs: int | None = None):
   """The ("seed", "data") mesh over all devices, or None on a single device."""
   devices = jax.devices()
-  seed, data = mesh_shape(config, len(devices))
+  seed, data = mesh_shape(config, len(devices), num_runs)
   if seed * data == 1:
     return None
   return Mesh(np.asarray(devices).reshape(seed, data), (SEED, DATA))

@@ -18,7 +18,7 @@ the same samples; with one epoch and one minibatch it is plain on-policy REINFOR
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -163,7 +163,7 @@ def make_train(config, data_sharding=None):
     loss = pg.aggregate_loss(policy_loss_BxT, mask, config.aggregation)
     entropy_term = pg.aggregate_loss(pg.entropy_bonus(entropy, mask), mask, config.aggregation)
     loss = loss + hp["entropy_coef"] * entropy_term
-    metrics = {"policy_loss": loss, "entropy": pg.masked_mean(entropy, mask), **loss_metrics}
+    metrics = {"pg_loss": loss, "entropy": pg.masked_mean(entropy, mask), **loss_metrics}
     if has_critic:
       value_loss = pg.aggregate_loss(
           pg.clipped_value_loss(values, batch["old_values"], batch["returns"], mask,
@@ -279,28 +279,50 @@ def compiler_options():
   return None
 
 
-def make_programs(config):
-  """`init` and `train_chunk` vmapped over seeds and jitted (state buffers donated).
+def make_programs(config, num_runs: int | None = None):
+  """`init(keys_R, hp)` and `train_chunk(state)`, vmapped over runs and jitted (state donated).
 
-  With more than one device (or `config.mesh` set), seeds are spread over the mesh's "seed"
-  axis and each seed's batch over its "data" axis (`pg.sharding`); results do not depend on the
-  mesh.
+  A run is one seed of one hyperparameter setting: `keys_R` holds one PRNG key per run and `hp`
+  one value per run for every swept hyperparameter (a scalar is shared by all runs), so a grid
+  of settings × seeds is one program (`pg.sweep`). With more than one device (or `config.mesh`
+  set), runs are spread over the mesh's "seed" axis and each run's batch over its "data" axis
+  (`pg.sharding`); results do not depend on the mesh. `num_runs` defaults to config.num_seeds.
   """
-  mesh = sharding.make_mesh(config)
+  num_runs = config.num_seeds if num_runs is None else num_runs
+  mesh = sharding.make_mesh(config, num_runs)
   options = compiler_options()
   if mesh is None:
     init, train_chunk = make_train(config)
-    return (jax.jit(jax.vmap(init, in_axes=(0, None))),
-            jax.jit(jax.vmap(train_chunk), donate_argnums=0, compiler_options=options))
-  init, train_chunk = make_train(config, sharding.data_sharding(mesh))
-  per_seed = sharding.seed_sharding(mesh)
-  init_fn = jax.jit(jax.vmap(init, in_axes=(0, None), spmd_axis_name=sharding.SEED),
-                    in_shardings=(per_seed, sharding.replicated(mesh)), out_shardings=per_seed)
-  chunk_fn = jax.jit(jax.vmap(train_chunk, spmd_axis_name=sharding.SEED),
-                     in_shardings=per_seed, out_shardings=per_seed, donate_argnums=0,
-                     compiler_options=options)
-  return init_fn, chunk_fn
+    init_fn = jax.jit(jax.vmap(init))
+    chunk_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0, compiler_options=options)
+  else:
+    init, train_chunk = make_train(config, sharding.data_sharding(mesh))
+    per_run = sharding.seed_sharding(mesh)
+    init_fn = jax.jit(jax.vmap(init, spmd_axis_name=sharding.SEED),
+                      in_shardings=(per_run, per_run), out_shardings=per_run)
+    chunk_fn = jax.jit(jax.vmap(train_chunk, spmd_axis_name=sharding.SEED),
+                       in_shardings=per_run, out_shardings=per_run, donate_argnums=0,
+                       compiler_options=options)
+
+  def init_runs(keys_R, hp):
+    R = keys_R.shape[0]
+    return init_fn(keys_R, {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (R,))
+                            for k, v in hp.items()})
+  return init_runs, chunk_fn
 
 
 def seed_keys(config):
   return jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
+
+
+class Runs(NamedTuple):
+  """The runs one program trains side by side (the vmapped axis R)."""
+  keys: jax.Array   # [R, 2] PRNG keys: run r of seed j gets seed_keys(config)[j]
+  hp: dict          # name -> float32 [R] (or a scalar shared by every run)
+  labels: list      # per run, a JSON-able dict: {"seed": j, swept name: value, ...}
+
+
+def seed_runs(config) -> Runs:
+  """One run per seed, all with config.hparams: what `experiments/train.py` trains."""
+  return Runs(seed_keys(config), hparams_from_config(config),
+              [{"seed": j} for j in range(config.num_seeds)])
