@@ -1,12 +1,16 @@
 """Throughput of the whole compiled update (sample → score → advantages → loss → update).
 
     python experiments/bench_train.py [--config configs/default.py] [--seeds 1 8 32]
+    python experiments/bench_train.py --sweep     # 4 learning rates × 8 seeds: one program
+                                                  # against the same 32 runs one by one
 
-About 1 minute on a 2-core CPU with the default config. For each number of vmapped seeds it
-prints: seconds per update, generated tokens per second (response tokens actually produced,
-over all seeds), model FLOP/s (`pg.flops`) and its share of a float32 matmul peak measured in
-the same run, compile time, XLA's temporary memory for the chunk program, and the process's
-peak resident memory so far.
+About 1 minute on a 2-core CPU with the default config (--sweep: about 2 minutes). For each
+number of vmapped seeds it prints: seconds per update, generated tokens per second (response
+tokens actually produced, over all seeds), model FLOP/s (`pg.flops`) and its share of a float32
+matmul peak measured in the same run, compile time, XLA's temporary memory for the chunk
+program, and the process's peak resident memory so far. `--sweep` prints, for the grid in one
+compiled program and for its runs done one after another, compile time, seconds per update of
+the whole grid and run-updates per second.
 """
 
 import argparse
@@ -20,7 +24,7 @@ import time
 import jax
 import numpy as np
 
-from pg import flops, train
+from pg import flops, sweep, train
 from pg.tasks import make_task
 
 
@@ -78,6 +82,58 @@ def bench(config, num_seeds, repeats, peak):
   }
 
 
+def timed_chunks(chunk, state, repeats):
+  state, metrics = chunk(state)  # warm-up
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    state, metrics = chunk(state)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def bench_sweep(config, learning_rates, num_seeds, repeats):
+  """The grid learning_rates × seeds as one program, then its runs one after another (one
+  program of one run, compiled once and reused; a separate process per run would also pay
+  the compile every time, which the last row adds)."""
+  with config.unlocked():
+    config.num_seeds = num_seeds
+    config.sweep.learning_rate = tuple(learning_rates)
+  labels = sweep.run_labels(config)
+  R, K = len(labels), config.updates_per_chunk
+  runs = sweep.make_runs(config, labels)
+  start = time.perf_counter()
+  (init, chunk), _ = sweep.compile_programs(config, runs)
+  grid_compile = time.perf_counter() - start
+  grid_s = timed_chunks(chunk, init(runs.keys, runs.hp), repeats)
+
+  one = sweep.make_runs(config, labels[:1])
+  start = time.perf_counter()
+  (init1, chunk1), _ = sweep.compile_programs(config, one)
+  one_compile = time.perf_counter() - start
+  serial_s = 0.0
+  for label in labels:
+    r = sweep.make_runs(config, [label])
+    serial_s += timed_chunks(chunk1, init1(r.keys, r.hp), max(1, repeats // 2))
+  rows = [
+      (f"one program ({len(learning_rates)} rates × {num_seeds} seeds)", 1, grid_compile,
+       grid_s),
+      ("one after another, program reused", 1, one_compile, serial_s),
+      ("one after another, a process each", R, R * one_compile, serial_s + R * one_compile),
+  ]
+  print(f"\n## {R} runs ({len(learning_rates)} learning rates × {num_seeds} seeds), "
+        f"{K} updates each\n")
+  print("| mode | compiles | compile s | s per update of all runs | run-updates/s |")
+  print("|---|---|---|---|---|")
+  for name, compiles, compile_s, seconds in rows:
+    print(f"| {name} | {compiles} | {compile_s:.1f} | {seconds / K:.3f} | "
+          f"{R * K / seconds:.1f} |")
+  print(f"\nrun-updates/s counts the compile only in the last row; one program is "
+        f"{serial_s / grid_s:.1f}× the reused one-run program.")
+
+
 def _fmt(x):
   if isinstance(x, float):
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
@@ -90,6 +146,11 @@ def main():
                                                        "configs", "default.py"))
   parser.add_argument("--seeds", type=int, nargs="+", default=[1, 8, 32])
   parser.add_argument("--repeats", type=int, default=3, help="timed chunks per row")
+  parser.add_argument("--sweep", action="store_true",
+                      help="time a learning-rate × seeds grid in one program vs one by one")
+  parser.add_argument("--learning-rates", type=float, nargs="+",
+                      default=[3e-4, 1e-3, 3e-3, 1e-2])
+  parser.add_argument("--sweep-seeds", type=int, default=8)
   args = parser.parse_args()
   config = load_config(args.config)
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPU cores, "
@@ -97,6 +158,9 @@ def main():
   print(f"config {os.path.basename(args.config)}: task {config.task.name}, model "
         f"{config.model.num_layers}L×{config.model.d_model}, {config.num_prompts}×"
         f"{config.group_size} samples per update, {config.updates_per_chunk} updates per chunk\n")
+  if args.sweep:
+    bench_sweep(config, args.learning_rates, args.sweep_seeds, args.repeats)
+    return
   peak = matmul_peak()
   print(f"float32 matmul peak measured now: {peak / 1e9:.0f} GFLOP/s (2048² @ 2048², best of "
         f"10)\n")

@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pg import experiment, sharding
+from pg import experiment, sharding, sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"),
@@ -26,6 +26,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  sweep.check_not_a_sweep(config)
   sharding.maybe_initialize_distributed(config)  # multi-host: before any other JAX call
   name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
   try:

@@ -2,7 +2,15 @@
 
 import ml_collections
 
+from ml_collections.config_dict import placeholder
+
 from pg.hparams import SPEC
+
+# Config fields a sweep may vary by compiling again (dotted paths are nested).
+STRUCTURAL = ("advantage", "policy_loss", "aggregation", "whiten_advantages", "kl_placement",
+              "kl_estimator", "group_size", "num_prompts", "ppo_epochs", "num_minibatches",
+              "model.num_layers", "model.d_model", "model.num_heads", "model.value_head",
+              "model.dtype")
 
 
 def base_config():
@@ -33,5 +41,12 @@ def base_config():
   c.mesh = ml_collections.ConfigDict({"seed": 0, "data": 0})  # device mesh; 0: choose
   c.distributed = False       # call jax.distributed.initialize() (multi-host)
   c.hparams = ml_collections.ConfigDict({name: spec[0] for name, spec in SPEC.items()})
+  # Values to sweep (experiments/sweep.py, pg.sweep): a tuple per hyperparameter or structural
+  # choice; None: not swept. runs_per_batch / memory_budget_mib: 0 = automatic.
+  sweep = {name: placeholder(tuple) for name in SPEC}
+  sweep.update({name: placeholder(tuple) for name in STRUCTURAL if "." not in name})
+  sweep["model"] = ml_collections.ConfigDict(
+      {name.split(".")[1]: placeholder(tuple) for name in STRUCTURAL if name.startswith("model.")})
+  c.sweep = ml_collections.ConfigDict({**sweep, "runs_per_batch": 0, "memory_budget_mib": 0.0})
   c.hparams.learning_rate = 3e-3
   return c

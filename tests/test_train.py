@@ -141,7 +141,7 @@ def test_seeds_differ_and_reruns_are_identical():
   for k in m1:
     np.testing.assert_array_equal(m1[k], m2[k], err_msg=k)  # same seeds: bit-identical
   assert not np.array_equal(m1["mean_score"][0], m1["mean_score"][1])  # seeds differ
-  expected = {"mean_score", "advantage_mean", "advantage_std", "loss", "policy_loss",
+  expected = {"mean_score", "advantage_mean", "advantage_std", "loss", "pg_loss",
               "entropy", "kl_to_ref", "clip_fraction", "grad_norm", "response_length",
               "truncated_fraction", "approx_kl_old", "ratio_mean"}
   assert expected <= set(m1)
@@ -224,7 +224,9 @@ def load_config(path):
                                         if "enumerable" not in p), ids=os.path.basename)
 def test_every_config_runs_one_shrunk_chunk(path):
   config = load_config(path)
-  assert "python experiments/train.py" in open(path).read()  # opens with its command
+  text = open(path).read()
+  assert ("python experiments/train.py" in text or  # opens with its command
+          "python experiments/sweep.py" in text)
   with config.unlocked():
     config.num_seeds, config.updates_per_chunk = 2, 2
     config.num_prompts = max(2, config.num_minibatches)
@@ -293,7 +295,7 @@ def test_gradient_accumulation_matches_the_whole_minibatch():
   _, whole, _ = run_chunks(tiny(**base), 1)
   _, accum, _ = run_chunks(tiny(grad_accum_steps=4, **base), 1)
   # (Token-mean metrics such as entropy are means of micro-batch means: not compared.)
-  for k in ("loss", "policy_loss", "grad_norm", "mean_score"):
+  for k in ("loss", "pg_loss", "grad_norm", "mean_score"):
     np.testing.assert_allclose(accum[k], whole[k], rtol=1e-5, err_msg=k)
 
 
