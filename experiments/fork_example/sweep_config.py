@@ -1,0 +1,32 @@
+"""The fork's estimator and loss swept against RLOO and PPO: 2 × 2 choices × 2 rates × 3 seeds.
+
+    python experiments/sweep.py --config experiments/fork_example/sweep_config.py
+
+Four compiles (one per estimator × loss), each running 2 learning rates × 3 seeds side by side.
+Two PPO epochs per batch of samples, so the losses see off-policy ratios and differ. About
+N s on a 2-core CPU; results in runs/sweep_config/results.md.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import my_estimators  # noqa: E402,F401  (registers "rank" and "cispo")
+
+from pg.configs import base_config  # noqa: E402
+
+
+def get_config():
+  c = base_config()
+  c.task.name = "needle"
+  c.num_prompts = 32
+  c.num_seeds = 3
+  c.ppo_epochs = 2
+  c.num_minibatches = 2
+  c.hparams.entropy_coef = 0.01
+  c.updates_per_chunk = 10
+  c.num_chunks = 12
+  c.sweep.advantage = ("rloo", "rank")
+  c.sweep.policy_loss = ("ppo", "cispo")
+  c.sweep.learning_rate = (1e-3, 3e-3)
+  return c.lock()
