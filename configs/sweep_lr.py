@@ -2,8 +2,9 @@
 
     python experiments/sweep.py --config configs/sweep_lr.py
 
-Two compiles (one per estimator), each running its 3 rates × 4 seeds side by side. About
-N s on a 2-core CPU. Results: runs/sweep_lr/results.md, score_vs_learning_rate.png.
+Two compiles (one per estimator), each running its 3 rates × 4 seeds side by side: about
+110 s on a 2-core CPU. Results: runs/sweep_lr/results.md, score_vs_learning_rate.png (RLOO
+peaks at 1e-3 with 0.66 ± 0.33 after 200 updates; GRPO stays near 0 on this task).
 """
 
 from pg.configs import base_config

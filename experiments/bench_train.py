@@ -121,7 +121,8 @@ def bench_sweep(config, learning_rates, num_seeds, repeats):
       (f"one program ({len(learning_rates)} rates × {num_seeds} seeds)", 1, grid_compile,
        grid_s),
       ("one after another, program reused", 1, one_compile, serial_s),
-      ("one after another, a process each", R, R * one_compile, serial_s + R * one_compile),
+      ("one after another, compiled for each run (estimate)", R, R * one_compile,
+       serial_s + R * one_compile),
   ]
   print(f"\n## {R} runs ({len(learning_rates)} learning rates × {num_seeds} seeds), "
         f"{K} updates each\n")

@@ -4,7 +4,7 @@
 
 Four compiles (one per estimator × loss), each running 2 learning rates × 3 seeds side by side.
 Two PPO epochs per batch of samples, so the losses see off-policy ratios and differ. About
-N s on a 2-core CPU; results in runs/sweep_config/results.md.
+130 s on a 2-core CPU; results in runs/sweep_config/results.md.
 """
 
 import os
