@@ -17,6 +17,7 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.8",
         "tensorboardX>=2.6",
+        "vaderSentiment>=3.3",  # the RLHF pipeline's gold scorer (MIT licence)
     ],
     extras_require={"test": ["pytest>=8"]},
 )

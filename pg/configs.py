@@ -40,6 +40,7 @@ def base_config():
   c.workdir = ""              # default: runs/<config name>
   c.mesh = ml_collections.ConfigDict({"seed": 0, "data": 0})  # device mesh; 0: choose
   c.distributed = False       # call jax.distributed.initialize() (multi-host)
+  c.init_from = ""            # params file (pg.train.save_params) for the policy and π_ref
   c.hparams = ml_collections.ConfigDict({name: spec[0] for name, spec in SPEC.items()})
   # Values to sweep (experiments/sweep.py, pg.sweep): a tuple per hyperparameter or structural
   # choice; None: not swept. runs_per_batch / memory_budget_mib: 0 = automatic.

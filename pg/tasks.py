@@ -41,6 +41,9 @@ class Task:
   sample_prompts: Callable
   score: Callable
   token_names: tuple = ()
+  # Optional extra per-sequence measurements logged (not optimised) each update, e.g. a gold
+  # scorer beside a learned reward: (prompts_BxP, tokens_BxT, mask_BxT) -> {name: [B] float32}.
+  extra_metrics: Callable | None = None
 
   def decode(self, tokens) -> str:
     names = self.token_names or tuple(str(i) for i in range(self.vocab_size))

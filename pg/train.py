@@ -18,8 +18,10 @@ the same samples; with one epoch and one minibatch it is plain on-policy REINFOR
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
+import flax.serialization
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -103,6 +105,28 @@ def validate(config):
   return task, mcfg
 
 
+def save_params(path, params):
+  """Params as flax msgpack bytes (a stage's output that a later config starts from)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(flax.serialization.to_bytes(params))
+
+
+def load_params(path, mcfg: ModelConfig):
+  """Params saved by `save_params`, checked against this model's shapes (config.init_from)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.init_from: no params at {path!r}.")
+  template = jax.eval_shape(lambda key: init_params(mcfg, key), jax.random.PRNGKey(0))
+  with open(path, "rb") as f:
+    raw = flax.serialization.msgpack_restore(f.read())
+  want = jax.tree_util.tree_map(lambda x: x.shape, template)
+  got = jax.tree_util.tree_map(lambda x: x.shape, raw)
+  if want != got:
+    raise ValueError(f"config.init_from: the params at {path!r} do not fit config.model "
+                     f"(saved shapes {got}, this model's {want}).")
+  return jax.tree_util.tree_map(jnp.asarray, raw)
+
+
 def hparams_from_config(config):
   return pg.make_hparams(**config.hparams)
 
@@ -133,9 +157,11 @@ def make_train(config, data_sharding=None):
   policy_loss_fn = pg.get_policy_loss(config.policy_loss)
   adam = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.scale_by_adam())
 
+  start_params = load_params(config.init_from, mcfg) if config.get("init_from") else None
+
   def init(key, hp) -> TrainState:
     init_key, run_key = jax.random.split(key)
-    params = init_params(mcfg, init_key)
+    params = init_params(mcfg, init_key) if start_params is None else start_params
     return TrainState(params=params, ref_params=params if use_ref else None,
                       opt_state=adam.init(params), baseline_state=pg.init_baseline_state(),
                       key=run_key, step=jnp.zeros((), jnp.int32), hp=hp)
@@ -219,6 +245,9 @@ def make_train(config, data_sharding=None):
         state.params, mcfg, prompts_BxP, sample_key, max_new_tokens=T, eos_id=task.eos_id,
         pad_id=task.pad_id, temperature=hp["temperature"]))
     scores_B = task.score(prompts_BxP, s.tokens_BxT, s.mask_BxT).astype(jnp.float32)
+    extra = {} if task.extra_metrics is None else {
+        k: jnp.mean(v) for k, v in task.extra_metrics(prompts_BxP, s.tokens_BxT,
+                                                      s.mask_BxT).items()}
     full_BxL = jnp.concatenate([prompts_BxP, s.tokens_BxT], axis=1)
     mask = s.mask_BxT
     values_BxT = (forward(state.params, full_BxL, s.tokens_BxT, hp["temperature"])[2]
@@ -259,6 +288,7 @@ def make_train(config, data_sharding=None):
         "kl_to_ref": jnp.mean(kl_to_ref_B),
         "response_length": jnp.mean(jnp.sum(mask, axis=1)),
         "truncated_fraction": jnp.mean(s.truncated_B.astype(jnp.float32)),
+        **extra,
     })
     state = state.replace(params=params, opt_state=opt_state, baseline_state=adv.state,
                           step=state.step + 1)

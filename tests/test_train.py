@@ -225,8 +225,8 @@ def load_config(path):
 def test_every_config_runs_one_shrunk_chunk(path):
   config = load_config(path)
   text = open(path).read()
-  assert ("python experiments/train.py" in text or  # opens with its command
-          "python experiments/sweep.py" in text)
+  assert any(f"python experiments/{script}.py" in text  # opens with its command
+             for script in ("train", "sweep", "rlhf"))
   with config.unlocked():
     config.num_seeds, config.updates_per_chunk = 2, 2
     config.num_prompts = max(2, config.num_minibatches)

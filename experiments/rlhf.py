@@ -1,0 +1,39 @@
+"""The RLHF pipeline end to end (or chosen stages): pretrain → preferences → reward → rl → report.
+
+    python experiments/rlhf.py                                    # configs/rlhf.py, every stage
+    python experiments/rlhf.py --stages=reward,rl,report          # reuse the earlier stages' files
+
+Each stage reads what the earlier ones wrote into the workdir (default runs/rlhf): pi_ref.msgpack,
+preferences.npz, reward_model.msgpack, rl/ (a β sweep). The end: summary.md (stage, metric,
+value; samples before and after RL) and gold_vs_proxy.png. See pg/rlhf.py.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from pg import rlhf
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "rlhf.py"),
+    "An ml_collections config file with an `rlhf` block.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/rlhf", "Output folder.")
+_STAGES = flags.DEFINE_list("stages", list(rlhf.STAGES), f"Stages to run, of {rlhf.STAGES}.")
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  try:
+    summary = rlhf.run(_CONFIG.value, _WORKDIR.value, stages=_STAGES.value)
+  except KeyboardInterrupt:
+    sys.exit(130)
+  print(open(os.path.join(_WORKDIR.value, "summary.md")).read())
+  print(f"figure: {os.path.join(_WORKDIR.value, 'gold_vs_proxy.png')}")
+  del summary
+
+
+if __name__ == "__main__":
+  app.run(main)
