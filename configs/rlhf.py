@@ -4,7 +4,11 @@ model, then RL against it with a KL penalty, β swept (gold vs proxy against √
     python experiments/rlhf.py --config configs/rlhf.py
     python experiments/rlhf.py --config configs/rlhf.py --stages=rl,report   # one stage alone
 
-About N minutes on a 2-core CPU; writes runs/rlhf/summary.md and gold_vs_proxy.png.
+About 4.5 minutes on a 2-core CPU (1.5 for π_ref, preferences and the reward model, 3 for
+RL: 3 β × 2 seeds × 200 updates in one program); writes runs/rlhf/summary.md and
+gold_vs_proxy.png. Measured: held-out reward-model accuracy 0.63 on pairs whose gold scores
+differ; after RL, gold / proxy / KL = 0.46 / 14.4 / 124 at β = 0, 0.83 / 15.4 / 106 at
+β = 0.02, 0.85 / 13.1 / 65 at β = 0.1 (gold of π_ref's samples: 0.03).
 """
 
 import ml_collections
@@ -28,8 +32,8 @@ def get_config():
   c.advantage = "rloo"
   c.kl_placement = "reward"
   c.kl_estimator = "k1"
-  c.hparams.learning_rate = 3e-4
+  c.hparams.learning_rate = 1e-3
   c.updates_per_chunk = 10
-  c.num_chunks = 10
+  c.num_chunks = 20
   c.sweep.kl_coef = (0.0, 0.02, 0.1)
   return c.lock()

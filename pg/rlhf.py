@@ -97,7 +97,7 @@ def stage_preferences(config, workdir, verbose=True):
   np.savez(_path(workdir, "preferences.npz"), prompts=np.asarray(prompts),
            tokens=pick(tokens), mask=pick(mask),
            gold=np.take_along_axis(g, order, axis=1))
-  return {"preference pairs": len(g),
+  return {"preference pairs": int(len(g)),
           "pairs whose gold scores differ": float(np.mean(g[:, 0] != g[:, 1])),
           "gold score of π_ref samples (mean)": float(g.mean())}
 
@@ -272,7 +272,8 @@ def run(config, workdir, stages=STAGES, verbose=True):
   lines = ["| stage | metric | value |", "|---|---|---|"]
   for stage, metrics in summary.items():
     for k, v in metrics.items():
-      lines.append(f"| {stage} | {k} | {v if isinstance(v, str) else f'{v:.3g}'} |")
+      value = v if isinstance(v, str) else f"{v:,}" if isinstance(v, int) else f"{v:.3g}"
+      lines.append(f"| {stage} | {k} | {value} |")
   body = "\n".join(lines) + "\n"
   if os.path.exists(_path(workdir, "samples.md")):
     body += "\n## Samples before and after RL\n\n" + open(_path(workdir, "samples.md")).read()
