@@ -22,6 +22,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from pg import lm, plotting, sampler, sweep, tasks, text, train
 from pg.model import ModelConfig
@@ -87,7 +88,9 @@ def stage_preferences(config, workdir, verbose=True):
       pad_id=vocab.pad_id))(params, jax.random.fold_in(key, 1))
   texts = [vocab.decode(row) for row in np.asarray(s.tokens_BxT)]
   gold = gold_scorer()
-  g = np.asarray([gold(t) for t in texts], np.float32).reshape(-1, 2)
+  g = np.asarray([gold(t) for t in tqdm(texts, desc="preferences: gold scores (VADER)",
+                                         unit="text", disable=not verbose)],
+                 np.float32).reshape(-1, 2)
   p_first = 1.0 / (1.0 + np.exp(-(g[:, 0] - g[:, 1]) / r.bt_temperature))
   first_wins = np.random.default_rng(config.seed).random(len(p_first)) < p_first
   tokens = np.asarray(s.tokens_BxT).reshape(-1, 2, r.response_len)
