@@ -79,3 +79,27 @@ def test_exact_values_are_conditional_expectations():
   last = jnp.einsum("nv,nv->n", probs[:, -1],
                     p.scores_N.reshape(-1, V)[jnp.arange(p.seqs_NxT.shape[0]) // V])
   np.testing.assert_allclose(v_NxT[:, -1], last, rtol=1e-5)
+
+
+def test_credit_assignment_per_token_critic_leaves_irrelevant_tokens_alone():
+  p = lab.needle_problem()
+  exact = np.asarray(lab.exact_gradient(p)).reshape(p.length, -1)
+  assert np.abs(exact[2:]).max() < 1e-7 < np.abs(exact[1]).max()  # float32 rounding only
+  seq = lab.variance_by_step(lab.group_estimates(p, "rloo", 2000, G, jax.random.PRNGKey(0)), p)
+  tok = lab.variance_by_step(lab.group_estimates(p, "gae", 2000, G, jax.random.PRNGKey(0)), p)
+  assert seq[2:].sum() > 0.5 * seq.sum()  # most of RLOO's variance sits on irrelevant tokens
+  np.testing.assert_allclose(tok[2:], 0.0, atol=1e-10)  # exact V: none there
+
+
+def test_lambda_trades_bias_for_variance_with_a_noisy_critic():
+  p = PROBLEM
+  bias0, var0 = lab.gae_advantage_error(p, 0.0, 0.3, 8000, jax.random.PRNGKey(0))
+  bias1, var1 = lab.gae_advantage_error(p, 1.0, 0.3, 8000, jax.random.PRNGKey(0))
+  assert var0 < 1e-10 < var1 and bias0 > bias1
+  # the gradient: λ = 1 stays unbiased with a noisy critic, λ = 0 does not
+  hp = lambda lam: __import__("pg").make_hparams(lam=lam)
+  s1 = lab.statistics_of(lab.group_estimates(p, "gae", N, G, jax.random.PRNGKey(1), hp=hp(1.0),
+                                             value_noise=0.3), EXACT)
+  s0 = lab.statistics_of(lab.group_estimates(p, "gae", N, G, jax.random.PRNGKey(1), hp=hp(0.0),
+                                             value_noise=0.3), EXACT)
+  assert not s1.biased and s0.biased
