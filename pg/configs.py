@@ -33,6 +33,7 @@ def base_config():
   c.num_minibatches = 1
   c.grad_accum_steps = 1      # micro-batches per minibatch, gradients averaged (memory)
   c.max_grad_norm = 1.0
+  c.on_nonfinite = "stop"     # NaN/inf reward, loss or gradient: "stop" (save, name it) | "skip"
   c.logprob_chunk_size = ml_collections.config_dict.placeholder(int)
   c.updates_per_chunk = 10    # updates per compiled chunk (one lax.scan)
   c.num_chunks = 20

@@ -137,9 +137,26 @@ def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
     log.append(metrics, chunk * K, runs.labels)
     _write_tensorboard(tb, metrics, chunk * K)
     state, completed = new_state, chunk + 1
-    bar.set_postfix(score=f"{np.mean(metrics['mean_score'][:, -1]):.3f}")
+    skipped = int(np.sum(metrics["skipped"]))
+    last = np.asarray(metrics["mean_score"][:, -1])
+    last = last[np.isfinite(last)]
+    bar.set_postfix(score=f"{last.mean():.3f}" if last.size else "nan",
+                    **({"skipped": skipped} if skipped else {}))
+    failure = _first_nonfinite(metrics, chunk * K, runs.labels)
+    if failure and config.get("on_nonfinite", "stop") == "stop":
+      save(completed, force=True)  # the failing runs stopped at their last good state
+      manager.wait_until_finished()
+      raise FloatingPointError(
+          f"{failure}. The run stopped; the last good state is saved in {workdir} (chunk "
+          f"{completed}). Set config.on_nonfinite='skip' to skip such updates instead.")
     if completed % config.checkpoint_every == 0 or completed == config.num_chunks:
-      manager.save(completed, args=ocp.args.StandardSave(state))
+      save(completed)
+
+  def save(step, force=False):
+    leaves = jax.tree_util.tree_leaves(state.params)
+    if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in leaves):
+      raise FloatingPointError(f"refusing to checkpoint non-finite parameters at chunk {step}.")
+    manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
   start = time.time()
   stop = _StopRequest()
@@ -149,7 +166,7 @@ def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
       commit(train_chunk(state), chunk)  # `state` is donated to the call
       if stop.signum is not None:
         if manager.latest_step() != completed:
-          manager.save(completed, args=ocp.args.StandardSave(state), force=True)
+          save(completed, force=True)
         manager.wait_until_finished()
         print(f"\nstopped by signal {stop.signum}: saved the state after chunk {completed}; "
               f"rerun with the same workdir to resume.")
@@ -165,6 +182,25 @@ def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
   if verbose if report_at_end is None else report_at_end:
     report(config, workdir, log, state, task, mcfg)
   return state
+
+
+def _first_nonfinite(metrics, first_update, labels):
+  """'non-finite <quantity> at update u of run {labels}' for the earliest one, or None."""
+  hits = []  # (update, run, order): a NaN reward makes the loss and gradient NaN too
+  quantities = ("reward", "loss", "grad")
+  for order, quantity in enumerate(quantities):
+    flags = metrics.get(f"nonfinite_{quantity}")
+    if flags is None:
+      continue
+    for r, k in zip(*np.nonzero(np.asarray(flags) > 0)):
+      hits.append((k, r, order))
+  if not hits:
+    return None
+  k, r, order = min(hits)
+  quantity = quantities[order]
+  name = {"grad": "gradient"}.get(quantity, quantity)
+  return (f"non-finite {name} at update {first_update + k} of run {r} "
+          f"({', '.join(f'{a}={b}' for a, b in labels[r].items())})")
 
 
 class _StopRequest:

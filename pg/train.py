@@ -35,6 +35,9 @@ from pg.model import ModelConfig, PolicyValue, init_params
 from pg.tasks import make_task
 
 KL_PLACEMENTS = ("none", "reward", "loss")
+# A NaN or infinite reward, loss or gradient: "stop" (save the last good state and stop, naming
+# the step, run and quantity) or "skip" (drop that update, count it in the `skipped` metric).
+ON_NONFINITE = ("stop", "skip")
 # Built-in estimators that compare samples within a group, and why a group of one fails them.
 NEEDS_GROUPS = {"rloo": "leave-one-out",
                 **dict.fromkeys(("grpo", "grpo_population", "group_mean"),
@@ -50,6 +53,7 @@ class TrainState:
   key: jax.Array
   step: jax.Array          # int32: updates done
   hp: dict                 # swept hyperparameters (float32 scalars)
+  halted: jax.Array        # bool: a non-finite quantity stopped this run (on_nonfinite="stop")
 
 
 def model_config(config, task) -> ModelConfig:
@@ -99,6 +103,9 @@ def validate(config):
   chunk = config.logprob_chunk_size
   if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
     raise ValueError(f"config.logprob_chunk_size must be None or a positive int, got {chunk!r}.")
+  if config.get("on_nonfinite", "stop") not in ON_NONFINITE:
+    raise ValueError(f"config.on_nonfinite must be one of {ON_NONFINITE}, "
+                     f"got {config.on_nonfinite!r}.")
   if not config.max_grad_norm > 0:
     raise ValueError(f"config.max_grad_norm must be > 0, got {config.max_grad_norm}.")
   pg.make_hparams(**config.hparams)  # names and ranges of the swept values
@@ -164,7 +171,8 @@ def make_train(config, data_sharding=None):
     params = init_params(mcfg, init_key) if start_params is None else start_params
     return TrainState(params=params, ref_params=params if use_ref else None,
                       opt_state=adam.init(params), baseline_state=pg.init_baseline_state(),
-                      key=run_key, step=jnp.zeros((), jnp.int32), hp=hp)
+                      key=run_key, step=jnp.zeros((), jnp.int32), hp=hp,
+                      halted=jnp.zeros((), bool))
 
   def forward(params, full_BxL, tokens_BxT, temperature):
     if config.logprob_chunk_size is None:
@@ -226,14 +234,23 @@ def make_train(config, data_sharding=None):
     return jax.tree_util.tree_map(lambda x: x / A, total)
 
   def gradient_step(carry, batch):
-    params, opt_state, hp = carry
+    params, opt_state, hp, allowed = carry
     grads, metrics = accumulated_grads(params, batch, hp)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    updates, opt_state = adam.update(grads, opt_state, params)
+    grad_norm = optax.tree.norm(grads)
+    metrics["grad_norm"] = grad_norm
+    new_opt_state = adam.update(grads, opt_state, params)
+    updates, new_opt_state = new_opt_state
     # AdamW: decoupled decay, both coefficients traced so a sweep never recompiles.
     updates = jax.tree_util.tree_map(
         lambda u, p: -hp["learning_rate"] * (u + hp["weight_decay"] * p), updates, params)
-    return (optax.apply_updates(params, updates), opt_state, hp), metrics
+    # A non-finite loss or gradient never reaches the parameters: the step is skipped.
+    loss_ok, grad_ok = jnp.isfinite(metrics["loss"]), jnp.isfinite(grad_norm)
+    take = allowed & loss_ok & grad_ok
+    keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(take, n, o), new, old)
+    metrics["nonfinite_loss"] = (~loss_ok).astype(jnp.float32)
+    metrics["nonfinite_grad"] = (~grad_ok).astype(jnp.float32)
+    return (keep(optax.apply_updates(params, updates), params),
+            keep(new_opt_state, opt_state), hp, allowed), metrics
 
   def update(state: TrainState, _):
     hp = state.hp
@@ -277,9 +294,21 @@ def make_train(config, data_sharding=None):
           lambda x: x[perm_B].reshape(config.num_minibatches, M, *x.shape[1:]), batch), 1)
       return jax.lax.scan(gradient_step, carry, minibatches)
 
-    (params, opt_state, _), step_metrics = jax.lax.scan(
-        epoch, (state.params, state.opt_state, hp), jnp.arange(config.ppo_epochs))
+    reward_ok = jnp.all(jnp.isfinite(scores_B))
+    allowed = reward_ok & ~state.halted
+    (params, opt_state, _, _), step_metrics = jax.lax.scan(
+        epoch, (state.params, state.opt_state, hp, allowed), jnp.arange(config.ppo_epochs))
     metrics = jax.tree_util.tree_map(jnp.mean, step_metrics)
+    nonfinite = {"nonfinite_reward": (~reward_ok).astype(jnp.float32),
+                 "nonfinite_loss": jnp.max(step_metrics["nonfinite_loss"]),
+                 "nonfinite_grad": jnp.max(step_metrics["nonfinite_grad"])}
+    bad = (nonfinite["nonfinite_reward"] + nonfinite["nonfinite_loss"]
+           + nonfinite["nonfinite_grad"]) > 0
+    metrics.update(nonfinite)
+    # 1 where this update's samples changed nothing (a non-finite quantity, or a halted run).
+    metrics["skipped"] = (bad | state.halted).astype(jnp.float32)
+    baseline_state = jax.tree_util.tree_map(lambda n, o: jnp.where(allowed, n, o), adv.state,
+                                            state.baseline_state)
     adv_sel = pg.masked_mean(advantages_BxT, mask)
     metrics.update({
         "mean_score": jnp.mean(scores_B),
@@ -290,8 +319,11 @@ def make_train(config, data_sharding=None):
         "truncated_fraction": jnp.mean(s.truncated_B.astype(jnp.float32)),
         **extra,
     })
-    state = state.replace(params=params, opt_state=opt_state, baseline_state=adv.state,
-                          step=state.step + 1)
+    # on_nonfinite = "stop": a run that met a non-finite quantity stays at its last good
+    # state for the rest of the chunk; the host then saves it and stops, naming the quantity.
+    halted = state.halted | (bad & (config.get("on_nonfinite", "stop") == "stop"))
+    state = state.replace(params=params, opt_state=opt_state, baseline_state=baseline_state,
+                          step=state.step + 1, halted=halted)
     return state, metrics
 
   def train_chunk(state: TrainState):
