@@ -114,14 +114,10 @@ def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
   state = init(runs.keys, runs.hp)
   manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                   options=ocp.CheckpointManagerOptions(max_to_keep=2))
-  start_chunk = 0
-  if manager.latest_step() is not None:
-    start_chunk = manager.latest_step()
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-    state = manager.restore(start_chunk, args=ocp.args.StandardRestore(abstract))
-    if verbose:
-      print(f"resumed from {workdir} at chunk {start_chunk} "
-            f"(update {start_chunk * config.updates_per_chunk})")
+  state, start_chunk = _restore_latest_good(manager, state, workdir)
+  if start_chunk and verbose:
+    print(f"resumed from {workdir} at chunk {start_chunk} "
+          f"(update {start_chunk * config.updates_per_chunk})")
   K = config.updates_per_chunk
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_updates_below=start_chunk * K)
   tb = _tensorboard(os.path.join(workdir, "tb"))
@@ -182,6 +178,23 @@ def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
   if verbose if report_at_end is None else report_at_end:
     report(config, workdir, log, state, task, mcfg)
   return state
+
+
+def _restore_latest_good(manager, state, workdir):
+  """(state, chunk) from the newest checkpoint that restores; newer ones that do not (a
+  truncated or corrupted write) are reported and deleted, so the run redoes those chunks."""
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+      print(f"checkpoint of chunk {step} in {workdir} cannot be restored ({type(e).__name__}: "
+            f"{reason}); deleting it and falling back to the one before.", flush=True)
+      manager.delete(step)
+      continue
+    return restored, step
+  return state, 0
 
 
 def _first_nonfinite(metrics, first_update, labels):

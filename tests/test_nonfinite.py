@@ -99,3 +99,29 @@ def test_bad_mode_is_refused(nan_task):
   c = config("ignore")
   with pytest.raises(ValueError, match="config.on_nonfinite must be one of"):
     train.validate(c)
+
+
+def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+  from pg import configs as cfgs
+  c = cfgs.base_config()
+  c.task.name = "target_token"
+  c.task.options = {"vocab_size": 4, "prompt_len": 2, "length": 3, "target": 1}
+  c.model.update(num_layers=1, d_model=16, num_heads=2)
+  c.num_seeds, c.num_prompts, c.group_size = 2, 2, 2
+  c.updates_per_chunk, c.num_chunks, c.checkpoint_every = 3, 3, 1
+  whole = experiment.run(c, str(tmp_path / "whole"), verbose=False)
+  experiment.run(c, str(tmp_path / "hurt"), verbose=False)
+  latest = tmp_path / "hurt" / "checkpoints" / "3"
+  damaged = [p for p in latest.rglob("*") if p.is_file() and p.stat().st_size > 0
+             and p.parent.name == "d"]  # the array data files
+  assert damaged
+  for p in damaged:  # truncate every data file of the newest checkpoint
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 3])
+  with open(tmp_path / "hurt" / "metrics.jsonl") as f:
+    assert len(f.readlines()) == 2 * 9
+  again = experiment.run(c, str(tmp_path / "hurt"), verbose=True, report_at_end=False)
+  out = capsys.readouterr().out
+  assert "checkpoint of chunk 3" in out and "falling back" in out
+  assert "resumed from" in out and "at chunk 2" in out
+  jax.tree_util.tree_map(np.testing.assert_array_equal, whole.params, again.params)
+  assert rows(tmp_path / "whole") == rows(tmp_path / "hurt")  # no duplicated metrics
