@@ -42,8 +42,13 @@ class MetricsLog:
     rows = []
     if os.path.exists(path):
       with open(path) as f:
-        rows = [line for line in f if line.strip()
-                and json.loads(line)["update"] < keep_updates_below]
+        for line in f:
+          try:
+            row = json.loads(line)
+          except json.JSONDecodeError:  # a line cut short by a killed process
+            continue
+          if row["update"] < keep_updates_below:
+            rows.append(line if line.endswith("\n") else line + "\n")
     with open(path, "w") as f:
       f.writelines(rows)
 

@@ -125,3 +125,13 @@ def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
   assert "resumed from" in out and "at chunk 2" in out
   jax.tree_util.tree_map(np.testing.assert_array_equal, whole.params, again.params)
   assert rows(tmp_path / "whole") == rows(tmp_path / "hurt")  # no duplicated metrics
+
+
+def test_metrics_log_drops_a_line_cut_short_and_rows_past_the_checkpoint(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  full = [json.dumps({"run": 0, "seed": 0, "update": u, "loss": 0.5}) for u in range(4)]
+  path.write_text("\n".join(full) + "\n" + full[0][:17])  # a kill in the middle of a write
+  log = experiment.MetricsLog(str(path), keep_updates_below=3)
+  assert [json.loads(x)["update"] for x in path.read_text().splitlines()] == [0, 1, 2]
+  log.append({"loss": np.array([[0.25]])}, first_update=3)
+  assert [json.loads(x)["update"] for x in path.read_text().splitlines()] == [0, 1, 2, 3]
