@@ -89,7 +89,11 @@ def _check_workdir(workdir, config, labels):
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
     with open(path) as f:
-      saved = json.load(f)
+      try:
+        saved = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"workdir {workdir!r}: {path} is not the JSON a run writes ({e}); "
+                         f"use another --workdir or delete it.") from None
     saved = {"config": _comparable(saved.get("config", saved)), "runs": saved.get("runs")}
     if saved["runs"] is None:  # written by a run of seeds only
       saved["runs"] = [{"seed": j} for j in range(saved["config"].get("num_seeds", 0))]
@@ -116,9 +120,11 @@ def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
   _check_workdir(workdir, config, runs.labels)
 
   init, train_chunk = programs or train.make_programs(config, len(runs.labels))
-  state = init(runs.keys, runs.hp)
   manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                                  options=ocp.CheckpointManagerOptions(max_to_keep=2))
+                                  options=ocp.CheckpointManagerOptions(max_to_keep=2),
+                                  item_handlers=ocp.StandardCheckpointHandler())
+  _refuse_other_runs_checkpoints(manager, jax.eval_shape(init, runs.keys, runs.hp), workdir)
+  state = init(runs.keys, runs.hp)
   state, start_chunk = _restore_latest_good(manager, state, workdir)
   if start_chunk and verbose:
     print(f"resumed from {workdir} at chunk {start_chunk} "
@@ -183,6 +189,26 @@ def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
   if verbose if report_at_end is None else report_at_end:
     report(config, workdir, log, state, task, mcfg)
   return state
+
+
+def _refuse_other_runs_checkpoints(manager, abstract_state, workdir):
+  """Raises, naming the leaves that differ, if a checkpoint in `workdir` holds a state of
+  other shapes (another model size, run count or optimizer): such a checkpoint is another
+  run's, not a damaged one, and is left in place. Reads metadata only (nothing compiles); a
+  checkpoint whose metadata cannot be read is left to `_restore_latest_good`."""
+  for step in manager.all_steps():
+    try:
+      saved = manager.item_metadata(step)
+    except Exception:  # damaged: restoring it will fail, and it is then replaced
+      continue
+    if saved is None:
+      continue
+    diff = train.shape_mismatch(saved, abstract_state)
+    if diff:
+      raise ValueError(
+          f"workdir {workdir!r} holds a checkpoint (chunk {step}) of another run whose state "
+          f"does not fit this config ({diff}); nothing was deleted. Use another --workdir, or "
+          f"delete {manager.directory} to start over.")
 
 
 def _restore_latest_good(manager, state, workdir):

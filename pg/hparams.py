@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+import numpy as np
 
 from pg import _checks
 
@@ -51,10 +52,19 @@ def make_hparams(**overrides) -> dict:
   unknown = sorted(set(overrides) - set(SPEC))
   if unknown:
     raise KeyError(f"unknown hyperparameter(s) {unknown}; known: {', '.join(sorted(SPEC))}.")
-  hp = {}
-  for name, spec in SPEC.items():
-    value = overrides.get(name, spec[0])
-    for v in jnp.ravel(jnp.asarray(value, jnp.float32)).tolist():
+  values = {name: overrides.get(name, spec[0]) for name, spec in SPEC.items()}
+  for name, value in values.items():  # NumPy only: a refused value compiles nothing
+    for v in _as_float32(name, value).ravel().tolist():
       _check_value(name, v)
-    hp[name] = jnp.asarray(value, jnp.float32)
-  return hp
+  return {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
+
+
+def _as_float32(name, value) -> np.ndarray:
+  try:
+    x = np.asarray(value, np.float32)
+  except (TypeError, ValueError):
+    x = None
+  if x is None or isinstance(value, (str, bytes)) or np.iscomplexobj(value):
+    raise TypeError(f"hyperparameter `{name}` must be a number or an array of numbers, "
+                    f"got {value!r}.")
+  return x

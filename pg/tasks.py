@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Callable
 
 import jax
@@ -138,12 +139,15 @@ def python_task(name, reward_fn, *, vocab_size, prompt_len, max_new_tokens, eos_
     m = np.asarray(mask).reshape(-1, mask.shape[-1])
     out = np.empty(t.shape[0], np.float32)
     for i in range(t.shape[0]):
+      prompt = [int(x) for x in p[i]]
       response = [int(x) for x, keep in zip(t[i], m[i]) if keep > 0 and x != eos_id]
-      value = reward_fn([int(x) for x in p[i]], response)
-      if not isinstance(value, (int, float, np.floating, np.integer)) or not np.isfinite(value):
-        raise ValueError(f"task {name!r}: reward_fn must return a finite float, got {value!r} "
-                         f"for prompt {p[i].tolist()} and response {response}.")
-      out[i] = value
+      where = f"for prompt {prompt} and response {response}"
+      try:
+        value = reward_fn(prompt, response)
+      except Exception as e:
+        raise RuntimeError(f"task {name!r}: reward_fn raised {type(e).__name__}: {e} "
+                           f"({where}).") from e
+      out[i] = _reward_value(name, value, where)
     return out.reshape(lead)
 
   def score(prompts_BxP, tokens_BxT, mask_BxT):
@@ -153,6 +157,24 @@ def python_task(name, reward_fn, *, vocab_size, prompt_len, max_new_tokens, eos_
 
   return Task(name, vocab_size, prompt_len, max_new_tokens, eos_id, pad_id, sample_prompts,
               score, token_names)
+
+
+def _reward_value(name, value, where) -> float:
+  """`value` as a float, or a ValueError naming the task and what was wrong with it."""
+  try:
+    x = np.asarray(value)
+  except ValueError:  # a ragged sequence
+    x = np.asarray(None)
+  if x.dtype.kind not in "biuf":
+    problem = f"type {type(value).__name__}"
+  elif x.ndim:
+    problem = f"shape {x.shape}; one number per response"
+  elif not np.isfinite(x):
+    problem = "not finite"
+  else:
+    return float(x)
+  raise ValueError(f"task {name!r}: reward_fn must return a finite float, got {value!r} "
+                   f"({problem}) {where}.")
 
 
 def count_up_reward(prompt: list, response: list, length: int = 8) -> float:
@@ -197,6 +219,59 @@ TASKS = {"addition": addition, "needle": needle, "count_up": count_up,
 
 
 def make_task(name: str, **options) -> Task:
+  """The task `name` (config.task.name) built with `options` (config.task.options)."""
   if name not in TASKS:
-    raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}.")
-  return TASKS[name](**options)
+    raise KeyError(f"config.task.name: unknown task {name!r}; known: {', '.join(sorted(TASKS))}.")
+  factory = TASKS[name]
+  try:
+    inspect.signature(factory).bind(**options)
+  except TypeError as e:
+    allowed = ", ".join(inspect.signature(factory).parameters) or "none"
+    raise TypeError(f"config.task.options {dict(options)} do not fit task {name!r} ({e}); "
+                    f"its options: {allowed}.") from None
+  except ValueError:  # no signature to inspect (a builtin): let the call decide
+    pass
+  return factory(**options)
+
+
+def check(task: Task, num_prompts: int) -> None:
+  """Raises, naming the task and the field, unless its ids, prompts and scores fit together.
+
+  Shapes only (`jax.eval_shape`): nothing runs and nothing compiles."""
+  for field in ("vocab_size", "prompt_len", "max_new_tokens"):
+    value = getattr(task, field)
+    if not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"task {task.name!r}: task.{field} must be a positive int, got {value!r}.")
+  V = task.vocab_size
+  if not -1 <= task.eos_id < V:
+    raise ValueError(f"task {task.name!r}: task.eos_id must lie in [-1, {V}) (-1: no end "
+                     f"token; vocab_size = {V}), got {task.eos_id}.")
+  if not 0 <= task.pad_id < V:
+    raise ValueError(f"task {task.name!r}: task.pad_id must lie in [0, {V}) (vocab_size = "
+                     f"{V}), got {task.pad_id}.")
+  P, T = task.prompt_len, task.max_new_tokens
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+  prompts = jax.eval_shape(lambda k: task.sample_prompts(k, num_prompts), key)
+  if (getattr(prompts, "shape", None) != (num_prompts, P)
+      or not jnp.issubdtype(prompts.dtype, jnp.integer)):
+    raise ValueError(f"task {task.name!r}: sample_prompts(key, {num_prompts}) must return integer "
+                     f"token ids of shape ({num_prompts}, task.prompt_len = {P}) to fit the "
+                     f"model's context of prompt_len + max_new_tokens = {P + T}, got "
+                     f"{_describe(prompts)}.")
+  B = num_prompts
+  scores = jax.eval_shape(task.score, prompts, jax.ShapeDtypeStruct((B, T), jnp.int32),
+                          jax.ShapeDtypeStruct((B, T), jnp.float32))
+  if getattr(scores, "shape", None) != (B,) or not _real(scores.dtype):
+    raise ValueError(f"task {task.name!r}: score(prompts_BxP, tokens_BxT, mask_BxT) must return "
+                     f"one real score per row, shape ({B},) of a float, int or bool dtype, got "
+                     f"{_describe(scores)}.")
+
+
+def _real(dtype) -> bool:
+  return any(jnp.issubdtype(dtype, kind) for kind in (jnp.floating, jnp.integer, jnp.bool_))
+
+
+def _describe(x) -> str:
+  if hasattr(x, "shape") and hasattr(x, "dtype"):
+    return f"{x.dtype}{list(x.shape)}"
+  return repr(x)

@@ -29,7 +29,7 @@ import optax
 
 import pg
 from pg import sampler as sampler_lib
-from pg import sharding
+from pg import sharding, tasks
 from pg.kl import KL_ESTIMATORS
 from pg.model import ModelConfig, PolicyValue, init_params
 from pg.tasks import make_task
@@ -71,11 +71,15 @@ def validate(config):
       raise ValueError(f"config.{name} must be a positive int, got {value!r}.")
 
   for name in ("num_seeds", "num_prompts", "group_size", "updates_per_chunk", "num_chunks",
-               "ppo_epochs", "num_minibatches", "grad_accum_steps"):
+               "ppo_epochs", "num_minibatches", "grad_accum_steps", "checkpoint_every"):
     positive(name, config[name])
   task = make_task(config.task.name, **config.task.options)
-  pg.get_advantage(config.advantage)
-  pg.get_policy_loss(config.policy_loss)
+  tasks.check(task, config.num_prompts)
+  for name, get in (("advantage", pg.get_advantage), ("policy_loss", pg.get_policy_loss)):
+    try:
+      get(config[name])
+    except KeyError as e:
+      raise KeyError(f"config.{name}: {e.args[0]}") from None
   if config.aggregation not in pg.AGGREGATION_MODES:
     raise ValueError(f"config.aggregation must be one of {pg.AGGREGATION_MODES}, "
                      f"got {config.aggregation!r}.")
@@ -108,6 +112,8 @@ def validate(config):
                      f"got {config.on_nonfinite!r}.")
   if not config.max_grad_norm > 0:
     raise ValueError(f"config.max_grad_norm must be > 0, got {config.max_grad_norm}.")
+  if config.get("init_from") and not os.path.exists(config.init_from):
+    raise FileNotFoundError(f"config.init_from: no params at {config.init_from!r}.")
   pg.make_hparams(**config.hparams)  # names and ranges of the swept values
   return task, mcfg
 
@@ -123,15 +129,43 @@ def load_params(path, mcfg: ModelConfig):
   """Params saved by `save_params`, checked against this model's shapes (config.init_from)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"config.init_from: no params at {path!r}.")
-  template = jax.eval_shape(lambda key: init_params(mcfg, key), jax.random.PRNGKey(0))
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # shapes only: nothing runs or compiles
+  template = jax.eval_shape(lambda k: init_params(mcfg, k), key)
   with open(path, "rb") as f:
-    raw = flax.serialization.msgpack_restore(f.read())
-  want = jax.tree_util.tree_map(lambda x: x.shape, template)
-  got = jax.tree_util.tree_map(lambda x: x.shape, raw)
-  if want != got:
+    try:
+      raw = flax.serialization.msgpack_restore(f.read())
+    except Exception as e:  # msgpack raises several types for a file of another kind
+      raise ValueError(f"config.init_from: {path!r} is not a params file written by "
+                       f"pg.train.save_params ({type(e).__name__}: {e}).") from None
+  diff = shape_mismatch(raw, template)
+  if diff:
     raise ValueError(f"config.init_from: the params at {path!r} do not fit config.model "
-                     f"(saved shapes {got}, this model's {want}).")
+                     f"({diff}).")
   return jax.tree_util.tree_map(jnp.asarray, raw)
+
+
+def _leaf_shapes(tree) -> dict:
+  """'a/b/c' -> shape for every array leaf (dict keys, attributes and indices alike)."""
+  def name(k):
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        return str(getattr(k, attr))
+    return str(k)
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {"/".join(name(k) for k in path): tuple(getattr(x, "shape", ()))
+          for path, x in flat}
+
+
+def shape_mismatch(saved, expected, limit: int = 3) -> str:
+  """'' when both trees hold the same leaves with the same shapes; else the first few
+  differences ('path: saved (8, 16), expected (8, 32)', missing and extra leaves)."""
+  got, want = _leaf_shapes(saved), _leaf_shapes(expected)
+  diffs = [f"{k}: saved {got[k]}, expected {want[k]}" for k in want if k in got
+           and got[k] != want[k]]
+  diffs += [f"{k}: not saved" for k in want if k not in got]
+  diffs += [f"{k}: saved, not expected" for k in got if k not in want]
+  more = f"; and {len(diffs) - limit} more" if len(diffs) > limit else ""
+  return "; ".join(diffs[:limit]) + more
 
 
 def hparams_from_config(config):
