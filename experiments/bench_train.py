@@ -126,13 +126,18 @@ def bench_sweep(config, learning_rates, num_seeds, repeats):
   ]
   print(f"\n## {R} runs ({len(learning_rates)} learning rates × {num_seeds} seeds), "
         f"{K} updates each\n")
-  print("| mode | compiles | compile s | s per update of all runs | run-updates/s |")
+  print("| mode | compiles | compile s | s per update of all runs | seed-updates/s |")
   print("|---|---|---|---|---|")
+  out = []
   for name, compiles, compile_s, seconds in rows:
+    out.append({"mode": name, "compiles": compiles, "compile s": compile_s,
+                "s/update": seconds / K, "seed-updates/s": R * K / seconds})
     print(f"| {name} | {compiles} | {compile_s:.1f} | {seconds / K:.3f} | "
           f"{R * K / seconds:.1f} |")
-  print(f"\nrun-updates/s counts the compile only in the last row; one program is "
-        f"{serial_s / grid_s:.1f}× the reused one-run program.")
+  print(f"\nseed-updates/s: updates of one seed (one run of the grid) per second; the compile "
+        f"counts only in the last row. One program is {serial_s / grid_s:.2f}× as fast as the "
+        f"reused one-run program.")
+  return out
 
 
 def _fmt(x):

@@ -1,0 +1,50 @@
+"""The benchmark scripts run and report what they say (speed targets live in the scripts, never
+in a timed test)."""
+
+import importlib.util
+import os
+
+import pytest
+
+from pg import configs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments",
+                                                                   f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def tiny():
+  c = configs.base_config()
+  c.task.name = "target_token"
+  c.task.options = {"vocab_size": 8, "prompt_len": 2, "length": 4, "target": 3}
+  c.model.update(num_layers=1, d_model=16, num_heads=2)
+  c.num_prompts, c.group_size, c.updates_per_chunk = 4, 2, 2
+  return c
+
+
+def test_bench_train_rows(capsys):
+  bench = load_script("bench_train")
+  row = bench.bench(tiny(), num_seeds=2, repeats=1, peak=1e11)
+  assert row["seeds"] == 2 and row["s/update"] > 0
+  # Every generated token is counted: 2 seeds × 8 samples × at most 4 tokens per update.
+  assert 0 < row["tokens/s"] * row["s/update"] <= 2 * 8 * 4
+  assert row["model GFLOP/s"] > 0 and row["temp MiB"] >= 0
+
+
+def test_bench_sweep_compares_one_program_with_runs_one_by_one(capsys):
+  bench = load_script("bench_train")
+  rows = bench.bench_sweep(tiny(), [1e-3, 1e-2], num_seeds=2, repeats=1)
+  assert [r["compiles"] for r in rows] == [1, 1, 4]
+  one_program, reused, recompiled = rows
+  # Same work: seed-updates/s is the number of runs × updates over the measured seconds.
+  for r in rows:
+    assert r["seed-updates/s"] == pytest.approx(4 / r["s/update"])
+  assert recompiled["s/update"] > reused["s/update"]  # adds 4 compiles to the same runs
+  out = capsys.readouterr().out
+  assert "| one program (2 rates × 2 seeds) | 1 |" in out
