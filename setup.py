@@ -19,5 +19,5 @@ setup(
         "tensorboardX>=2.6",
         "vaderSentiment>=3.3",  # the RLHF pipeline's gold scorer (MIT licence)
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
 )

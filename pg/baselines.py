@@ -45,6 +45,9 @@ def grpo_advantages(scores_B, group_size: int, eps=1e-6, *, unbiased_std: bool =
   r_PxG = _grouped(fn, scores_B, group_size)
   _checks.in_range(fn, "eps", eps, 0.0, float("inf"), hi_open=True)
   centred_PxG = r_PxG - r_PxG.mean(axis=1, keepdims=True)
+  # Second pass: the float32 mean of tied scores can be an ulp off, which made a tied group's
+  # "std" ~1e-5 ≫ eps and gave every sample ±√((G−1)/G); re-centring makes ties exactly 0.
+  centred_PxG = centred_PxG - centred_PxG.mean(axis=1, keepdims=True)
   ddof = 1 if (unbiased_std and group_size > 1) else 0
   std_P = jnp.sqrt(jnp.sum(jnp.square(centred_PxG), axis=1) / (group_size - ddof))
   return (centred_PxG / (std_P[:, None] + eps)).reshape(-1)

@@ -23,11 +23,17 @@ def masked_mean(x_BxT, mask_BxT, axis=None):
   return jnp.sum(x_BxT * mask_BxT, axis=axis) / jnp.maximum(count, 1.0)
 
 
+def _centred(x_BxT, mask_BxT):
+  """x − mean of the unmasked entries, in two passes: the float32 mean of tied values can be an
+  ulp off, and the second pass makes tied values centre to exactly 0 (so their variance is 0)."""
+  d_BxT = x_BxT - masked_mean(x_BxT, mask_BxT)
+  return d_BxT - masked_mean(d_BxT, mask_BxT)
+
+
 def masked_var(x_BxT, mask_BxT, *, unbiased: bool = True):
   """Variance of the unmasked entries (Bessel-corrected when `unbiased`), a scalar."""
-  mean = masked_mean(x_BxT, mask_BxT)
   count = jnp.sum(mask_BxT)
-  ss = jnp.sum(jnp.square(x_BxT - mean) * mask_BxT)
+  ss = jnp.sum(jnp.square(_centred(x_BxT, mask_BxT)) * mask_BxT)
   denom = count - 1.0 if unbiased else count
   return ss / jnp.maximum(denom, 1.0)
 
@@ -38,9 +44,8 @@ def masked_whiten(x_BxT, mask_BxT, *, eps=1e-8, shift_mean: bool = True):
   `shift_mean=False` only rescales (keeps the sign of every entry), as some PPO codes do.
   """
   _checks.same_shape("masked_whiten", {"x_BxT": x_BxT, "mask_BxT": mask_BxT})
-  mean = masked_mean(x_BxT, mask_BxT)
   var = masked_var(x_BxT, mask_BxT, unbiased=True)
-  centred = x_BxT - mean if shift_mean else x_BxT
+  centred = _centred(x_BxT, mask_BxT) if shift_mean else x_BxT
   return centred * jnp.reciprocal(jnp.sqrt(var + eps)) * mask_BxT
 
 
