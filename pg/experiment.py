@@ -115,15 +115,16 @@ def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
   labels (a sweep); `programs` a prebuilt `(init, train_chunk)` pair for them. `verbose`:
   progress bar and messages; `report_at_end` (default: verbose) the curves, table and samples."""
   task, mcfg = train.validate(config)
-  runs = runs or train.seed_runs(config)
+  labels = runs.labels if runs else [{"seed": j} for j in range(config.num_seeds)]
+  # Built (not compiled) first: a mesh or init_from it refuses leaves the workdir untouched.
+  init, train_chunk = programs or train.make_programs(config, len(labels))
   os.makedirs(workdir, exist_ok=True)
-  _check_workdir(workdir, config, runs.labels)
-
-  init, train_chunk = programs or train.make_programs(config, len(runs.labels))
+  _check_workdir(workdir, config, labels)
   manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                   options=ocp.CheckpointManagerOptions(max_to_keep=2),
                                   item_handlers=ocp.StandardCheckpointHandler())
-  _refuse_other_runs_checkpoints(manager, jax.eval_shape(init, runs.keys, runs.hp), workdir)
+  _refuse_other_runs_checkpoints(manager, _abstract_state(config, runs, init), workdir)
+  runs = runs or train.seed_runs(config)
   state = init(runs.keys, runs.hp)
   state, start_chunk = _restore_latest_good(manager, state, workdir)
   if start_chunk and verbose:
@@ -189,6 +190,13 @@ def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
   if verbose if report_at_end is None else report_at_end:
     report(config, workdir, log, state, task, mcfg)
   return state
+
+
+def _abstract_state(config, runs, init):
+  """The state `init` builds for `runs` (default: one per seed), as shapes: nothing runs."""
+  keys = runs.keys if runs else jax.eval_shape(lambda: train.seed_keys(config))
+  hp = runs.hp if runs else train.hparams_from_config(config)
+  return jax.eval_shape(init, keys, hp)
 
 
 def _refuse_other_runs_checkpoints(manager, abstract_state, workdir):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from pg import _checks
@@ -52,11 +52,11 @@ def make_hparams(**overrides) -> dict:
   unknown = sorted(set(overrides) - set(SPEC))
   if unknown:
     raise KeyError(f"unknown hyperparameter(s) {unknown}; known: {', '.join(sorted(SPEC))}.")
-  values = {name: overrides.get(name, spec[0]) for name, spec in SPEC.items()}
-  for name, value in values.items():  # NumPy only: a refused value compiles nothing
-    for v in _as_float32(name, value).ravel().tolist():
+  hp = {name: _as_float32(name, overrides.get(name, spec[0])) for name, spec in SPEC.items()}
+  for name, value in hp.items():  # NumPy only: nothing compiles, refused or not
+    for v in value.ravel().tolist():
       _check_value(name, v)
-  return {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
+  return {name: jax.device_put(value) for name, value in hp.items()}  # a copy, no compile
 
 
 def _as_float32(name, value) -> np.ndarray:

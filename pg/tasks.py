@@ -163,7 +163,7 @@ def _reward_value(name, value, where) -> float:
   """`value` as a float, or a ValueError naming the task and what was wrong with it."""
   try:
     x = np.asarray(value)
-  except ValueError:  # a ragged sequence
+  except (TypeError, ValueError):  # a ragged sequence
     x = np.asarray(None)
   if x.dtype.kind not in "biuf":
     problem = f"type {type(value).__name__}"
@@ -235,25 +235,13 @@ def make_task(name: str, **options) -> Task:
 
 
 def check(task: Task, num_prompts: int) -> None:
-  """Raises, naming the task and the field, unless its ids, prompts and scores fit together.
-
-  Shapes only (`jax.eval_shape`): nothing runs and nothing compiles."""
-  for field in ("vocab_size", "prompt_len", "max_new_tokens"):
-    value = getattr(task, field)
-    if not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(f"task {task.name!r}: task.{field} must be a positive int, got {value!r}.")
-  V = task.vocab_size
-  if not -1 <= task.eos_id < V:
-    raise ValueError(f"task {task.name!r}: task.eos_id must lie in [-1, {V}) (-1: no end "
-                     f"token; vocab_size = {V}), got {task.eos_id}.")
-  if not 0 <= task.pad_id < V:
-    raise ValueError(f"task {task.name!r}: task.pad_id must lie in [0, {V}) (vocab_size = "
-                     f"{V}), got {task.pad_id}.")
+  """Raises, naming the task and the field, unless its sizes, ids, prompts and scores fit
+  together. Shapes only (`jax.eval_shape`): nothing runs and nothing compiles."""
+  _check_ids(task)
+  prompts = jax.eval_shape(lambda key: task.sample_prompts(key, num_prompts),
+                           jax.ShapeDtypeStruct((2,), jnp.uint32))
   P, T = task.prompt_len, task.max_new_tokens
-  key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-  prompts = jax.eval_shape(lambda k: task.sample_prompts(k, num_prompts), key)
-  if (getattr(prompts, "shape", None) != (num_prompts, P)
-      or not jnp.issubdtype(prompts.dtype, jnp.integer)):
+  if getattr(prompts, "shape", None) != (num_prompts, P) or not _integer(prompts.dtype):
     raise ValueError(f"task {task.name!r}: sample_prompts(key, {num_prompts}) must return integer "
                      f"token ids of shape ({num_prompts}, task.prompt_len = {P}) to fit the "
                      f"model's context of prompt_len + max_new_tokens = {P + T}, got "
@@ -265,6 +253,24 @@ def check(task: Task, num_prompts: int) -> None:
     raise ValueError(f"task {task.name!r}: score(prompts_BxP, tokens_BxT, mask_BxT) must return "
                      f"one real score per row, shape ({B},) of a float, int or bool dtype, got "
                      f"{_describe(scores)}.")
+
+
+def _check_ids(task: Task) -> None:
+  for field in ("vocab_size", "prompt_len", "max_new_tokens"):
+    value = getattr(task, field)
+    if not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"task {task.name!r}: task.{field} must be a positive int, got {value!r}.")
+  V = task.vocab_size
+  if not -1 <= task.eos_id < V:
+    raise ValueError(f"task {task.name!r}: task.eos_id must lie in [-1, {V}) (-1: no end "
+                     f"token; vocab_size = {V}), got {task.eos_id}.")
+  if not 0 <= task.pad_id < V:
+    raise ValueError(f"task {task.name!r}: task.pad_id must lie in [0, {V}) (vocab_size = "
+                     f"{V}), got {task.pad_id}.")
+
+
+def _integer(dtype) -> bool:
+  return jnp.issubdtype(dtype, jnp.integer)
 
 
 def _real(dtype) -> bool:

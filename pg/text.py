@@ -77,6 +77,10 @@ def build_vocab(text: str, vocab_size: int) -> Vocab:
   counts = collections.Counter(words(text))
   if not counts:
     raise ValueError("the corpus is empty: no words to build a vocabulary from.")
+  if vocab_size > len(counts) + len(SPECIALS):  # ids past the last form would decode to nothing
+    raise ValueError(f"vocab_size must be at most {len(counts) + len(SPECIALS)} for this corpus "
+                     f"({len(counts)} distinct words + {len(SPECIALS)} special tokens), got "
+                     f"{vocab_size}.")
   common = [w for w, _ in counts.most_common(vocab_size - len(SPECIALS))]
   return Vocab(SPECIALS + tuple(common))
 
