@@ -65,6 +65,7 @@ def swept(config):
   block = config.get("sweep")
   if block is None:
     return continuous, structural
+  _refuse_unknown_names(block)
   for path in CONTINUOUS + STRUCTURAL:
     try:
       values = _get(block, path)
@@ -94,6 +95,16 @@ def swept(config):
       raise ValueError(f"config.sweep.{option} must be {what} >= 0 (0: automatic), "
                        f"got {value!r}.")
   return continuous, structural
+
+
+def _refuse_unknown_names(block):
+  """A misspelt sweep entry would otherwise be ignored: the grid would silently lack it."""
+  options = ("runs_per_batch", "memory_budget_mib")
+  known = CONTINUOUS + STRUCTURAL + options
+  names = [k for k in block if k != "model"] + [f"model.{k}" for k in block.get("model") or {}]
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise KeyError(f"config.sweep: unknown name(s) {unknown}; known: {', '.join(known)}.")
 
 
 class Group(NamedTuple):
@@ -206,17 +217,33 @@ def _batch_dir(workdir, group, labels):
   return os.path.join(workdir, "groups", slug, f"batch_{digest}")
 
 
+def _fingerprint(config) -> dict:
+  """The group config a finished batch was run with, less the fields that may change on a
+  rerun (more chunks, checkpoint spacing, the grid itself)."""
+  return experiment._comparable(json.loads(config.to_json_best_effort()))
+
+
 def finished_labels(workdir, group) -> list[dict]:
-  """Labels of the runs of `group` whose batch finished config.num_chunks chunks."""
+  """Labels of the runs of `group` whose batch finished config.num_chunks chunks. A finished
+  batch run with another config (a hyperparameter outside the grid, the task, the model...) is
+  refused rather than reused: its results would be silently stale."""
   root = os.path.dirname(_batch_dir(workdir, group, []))
   done = []
   if not os.path.isdir(root):
     return done
+  current = _fingerprint(group.config)
   for name in sorted(os.listdir(root)):
     path = os.path.join(root, name, "done.json")
     if os.path.exists(path):
       with open(path) as f:
         marker = json.load(f)
+      saved = marker.get("config")
+      if saved != current:
+        fields = sorted(k for k in set(saved or {}) | set(current)
+                        if (saved or {}).get(k) != current.get(k))
+        raise ValueError(f"sweep workdir {workdir!r} holds finished runs of group "
+                         f"{group.name!r} made with a different config (fields {fields}); "
+                         f"use another workdir or delete it.")
       if marker["num_chunks"] >= group.config.num_chunks:
         done.extend(marker["runs"])
   return done
@@ -276,7 +303,8 @@ def run(config, workdir: str, *, verbose: bool = True, log=print):
                      verbose=verbose, report_at_end=False,
                      desc=f"{group.name} batch {b + 1}/{len(sizes)}")
       with open(os.path.join(batch_dir, "done.json"), "w") as f:
-        json.dump({"num_chunks": group.config.num_chunks, "runs": batch}, f)
+        json.dump({"num_chunks": group.config.num_chunks, "runs": batch,
+                   "config": _fingerprint(group.config)}, f)
   rows = collect(config, workdir)
   summary = summarize(rows, tuple(continuous), tuple(structural))
   write_results(workdir, rows, summary, tuple(continuous), tuple(structural), log=log)
@@ -305,7 +333,8 @@ def collect(config, workdir) -> list[dict]:
           if _key(label) in labels:
             clash = set(group.choices) & set(row)
             assert not clash, f"metric names {clash} clash with swept config fields"
-            rows.append({"group": group.name, **group.choices, **row})
+            hp = {**group.config.hparams.to_dict(), **{k: row[k] for k in continuous}}
+            rows.append({"group": group.name, **group.choices, **row, "hparams": hp})
   return rows
 
 
@@ -358,10 +387,11 @@ def write_results(workdir, rows, summary, continuous, structural, log=print):
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   order = sorted(summary, key=lambda s: -s.final[0])
   for s in order:
+    seeds = s.curves_SxU.shape[0]
+    pm = (lambda stat: f"{stat[0]:.3f} ± {stat[1]:.3f}") if seeds > 1 else (
+        lambda stat: f"{stat[0]:.3f} (1 seed)")
     cells = [_fmt(s.values[n]) for n in names] + [
-        str(s.curves_SxU.shape[0]), f"{s.final[0]:.3f} ± {s.final[1]:.3f}",
-        f"{s.best[0]:.3f} ± {s.best[1]:.3f} ({s.best_update})",
-        f"{s.auc[0]:.3f} ± {s.auc[1]:.3f}"]
+        str(seeds), pm(s.final), f"{pm(s.best)} ({s.best_update})", pm(s.auc)]
     lines.append("| " + " | ".join(cells) + " |")
   note = ("final: mean score over the last 10% of updates; best: over a window of 5% of the "
           "updates ending where the seed mean peaks; area: mean score over all updates. "
@@ -374,10 +404,12 @@ def write_results(workdir, rows, summary, continuous, structural, log=print):
     w.writerow(list(names) + ["seeds", "final", "final_ci95", "best", "best_ci95",
                               "best_update", "auc", "auc_ci95"])
     for s in order:
-      w.writerow([s.values[n] for n in names] + [s.curves_SxU.shape[0], *s.final, *s.best,
-                                                 s.best_update, *s.auc])
+      seeds = s.curves_SxU.shape[0]
+      ci = lambda stat: (stat[0], stat[1] if seeds > 1 else "")  # no interval from one seed
+      w.writerow([s.values[n] for n in names] + [seeds, *ci(s.final), *ci(s.best),
+                                                  s.best_update, *ci(s.auc)])
   figures = [plot_curves(workdir, summary, names)]
-  for name in continuous:
+  for name in names:
     if len({s.values[name] for s in summary}) > 1:
       figures.append(plot_against(workdir, summary, name, names))
   log(table)
@@ -407,11 +439,14 @@ def plot_against(workdir, summary, name, names):
   for s in summary:
     lines.setdefault(_label(s.values, others), []).append(s)
   fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-  xs = sorted({s.values[name] for s in summary})
-  log_x = min(xs) > 0 and max(xs) / min(xs) >= 10
+  numeric = all(isinstance(s.values[name], (int, float)) and not isinstance(s.values[name], bool)
+                for s in summary)
+  xs = sorted({s.values[name] for s in summary}, key=lambda v: v if numeric else str(v))
+  log_x = numeric and min(xs) > 0 and max(xs) / min(xs) >= 10
+  position = (lambda v: v) if numeric else (lambda v: xs.index(v))  # names: evenly spaced
   for i, (label, members) in enumerate(sorted(lines.items())):
-    members = sorted(members, key=lambda s: s.values[name])
-    x = [s.values[name] for s in members]
+    members = sorted(members, key=lambda s: position(s.values[name]))
+    x = [position(s.values[name]) for s in members]
     for ax, field in zip(axes, ("final", "auc")):
       mean = np.array([getattr(s, field)[0] for s in members])
       ci = np.array([getattr(s, field)[1] for s in members])
@@ -422,6 +457,8 @@ def plot_against(workdir, summary, name, names):
     ax.set_ylabel(title)
     if log_x:
       ax.set_xscale("log")
+    if not numeric:
+      ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.grid(alpha=0.3)
     if len(lines) > 1 or others:
       ax.legend(fontsize=7)

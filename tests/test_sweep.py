@@ -98,8 +98,20 @@ def test_continuous_values_share_one_compile_structural_ones_do_not(tmp_path, mo
     assert int(r["seeds"]) == 2
   md = (tmp_path / "results.md").read_text()
   assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 6 and "95%" in md
-  for name in ("curves.png", "score_vs_learning_rate.png"):
+  for name in ("curves.png", "score_vs_learning_rate.png", "score_vs_advantage.png"):
     assert (tmp_path / name).stat().st_size > 0
+  rows = read_jsonl(tmp_path / "results.jsonl")
+  for r in rows:  # every row carries its run's full hyperparameters, swept ones included
+    assert r["hparams"]["learning_rate"] == r["learning_rate"]
+    assert r["hparams"]["kl_coef"] == config.hparams.kl_coef
+
+
+def test_one_seed_reports_no_interval(tmp_path):
+  run_sweep(tiny(learning_rate=(1e-3, 1e-2), num_seeds=1), tmp_path)
+  md = (tmp_path / "results.md").read_text()
+  assert "(1 seed)" in md and "±" not in md.split("\n\n")[0]
+  with open(tmp_path / "results.csv") as f:
+    assert all(r["final_ci95"] == "" for r in csv.DictReader(f))
 
 
 def test_summary_statistics_by_hand():
@@ -155,6 +167,18 @@ def test_rerun_skips_finished_runs_and_a_wider_grid_runs_only_the_new_ones(tmp_p
   rows = read_jsonl(tmp_path / "results.jsonl")
   assert len(rows) == 3 * 2 * 6
   assert [r for r in rows if r["learning_rate"] != 3e-2] == first
+
+
+def test_rerun_with_another_config_outside_the_grid_is_refused_not_reused(tmp_path):
+  run_sweep(tiny(learning_rate=(1e-3, 1e-2)), tmp_path)
+  changed = tiny(learning_rate=(1e-3, 1e-2))
+  changed.hparams.entropy_coef = 0.5  # not swept: the finished runs were made without it
+  with pytest.raises(ValueError, match=r"different config \(fields \['hparams'\]\)"):
+    run_sweep(changed, tmp_path)
+  longer = tiny(learning_rate=(1e-3, 1e-2), num_chunks=3)  # more chunks: allowed, resumes
+  _, log = run_sweep(longer, tmp_path)
+  assert "finished before" not in log
+  assert len(read_jsonl(tmp_path / "results.jsonl")) == 2 * 2 * 9
 
 
 @pytest.mark.parametrize("values,match", [
