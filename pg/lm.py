@@ -25,6 +25,18 @@ def bradley_terry_loss(reward_chosen_B, reward_rejected_B):
   return -jnp.mean(jax.nn.log_sigmoid(reward_chosen_B - reward_rejected_B))
 
 
+def bradley_terry_labels(gold_Nx2, temperature: float, rng: np.random.Generator):
+  """Which response of each pair a Bradley–Terry labeller prefers: True where the first wins,
+  drawn with P(first ≻ second) = σ((g_first − g_second) / temperature). Returns (wins_N, p_N)."""
+  gold_Nx2 = np.asarray(gold_Nx2, np.float64)
+  if gold_Nx2.ndim != 2 or gold_Nx2.shape[1] != 2:
+    raise ValueError(f"bradley_terry_labels: gold_Nx2 must be [N, 2], got {gold_Nx2.shape}.")
+  if not temperature > 0:
+    raise ValueError(f"bradley_terry_labels: temperature must be > 0, got {temperature}.")
+  p_N = 1.0 / (1.0 + np.exp(-(gold_Nx2[:, 0] - gold_Nx2[:, 1]) / temperature))
+  return rng.random(len(p_N)) < p_N, p_N
+
+
 def sequence_reward(params, cfg: ModelConfig, tokens_BxL, last_B):
   """The value head's output at each row's last token (index `last_B`): a scalar per sequence."""
   _, values_BxL = PolicyValue(cfg).apply(params, tokens_BxL)

@@ -29,6 +29,16 @@ from pg.model import ModelConfig
 
 STAGES = ("pretrain", "preferences", "reward", "rl", "report")
 TASK_NAME = "rlhf_sentiment"
+# The workdir files each stage writes, and those it reads (from earlier stages).
+WRITES = {"pretrain": "pi_ref.msgpack", "preferences": "preferences.npz",
+          "reward": "reward_model.msgpack", "rl": "rl/results.jsonl"}
+READS = {"preferences": ("pi_ref.msgpack",),
+         "reward": ("pi_ref.msgpack", "preferences.npz"),
+         "rl": ("pi_ref.msgpack", "reward_model.msgpack"),
+         "report": ("pi_ref.msgpack", "reward_model.msgpack", "rl/results.jsonl")}
+POSITIVE_INTS = ("vocab_size", "prompt_len", "response_len", "pretrain_steps", "pretrain_batch",
+                 "num_pairs", "reward_steps", "reward_batch")
+POSITIVE_FLOATS = ("pretrain_lr", "reward_lr", "bt_temperature")
 
 
 def _path(workdir, name):
@@ -91,8 +101,7 @@ def stage_preferences(config, workdir, verbose=True):
   g = np.asarray([gold(t) for t in tqdm(texts, desc="preferences: gold scores (VADER)",
                                          unit="text", disable=not verbose)],
                  np.float32).reshape(-1, 2)
-  p_first = 1.0 / (1.0 + np.exp(-(g[:, 0] - g[:, 1]) / r.bt_temperature))
-  first_wins = np.random.default_rng(config.seed).random(len(p_first)) < p_first
+  first_wins, _ = lm.bradley_terry_labels(g, r.bt_temperature, np.random.default_rng(config.seed))
   tokens = np.asarray(s.tokens_BxT).reshape(-1, 2, r.response_len)
   mask = np.asarray(s.mask_BxT).reshape(-1, 2, r.response_len)
   order = np.where(first_wins[:, None], [0, 1], [1, 0])  # chosen, rejected
@@ -184,6 +193,8 @@ def stage_rl(config, workdir, verbose=True):
 def stage_report(config, workdir, verbose=True):
   """gold_vs_proxy.png, samples before and after RL, and summary.md's table."""
   rows = [json.loads(line) for line in open(_path(workdir, "rl/results.jsonl"))]
+  for r in rows:  # β is a column only when swept; otherwise every run has the config's
+    r.setdefault("kl_coef", float(config.hparams.kl_coef))
   betas = sorted({r["kl_coef"] for r in rows})
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -244,8 +255,9 @@ def samples_before_after(config, workdir, betas, n=4):
   prompts = prompts_from(windows_NxL, r.prompt_len, jax.random.PRNGKey(12345), n)
   gold = gold_scorer()
   policies = [("π_ref", train.load_params(_path(workdir, "pi_ref.msgpack"), cfg))]
-  policies += [(f"after RL, β = {label['kl_coef']:g}", p) for label, p in
-               final_policies(workdir) if label["seed"] == 0 and label["kl_coef"] in betas]
+  beta_of = lambda label: label.get("kl_coef", float(config.hparams.kl_coef))
+  policies += [(f"after RL, β = {beta_of(label):g}", p) for label, p in
+               final_policies(workdir) if label["seed"] == 0 and beta_of(label) in betas]
   lines = ["| policy | prompt | response | gold | proxy |", "|---|---|---|---|---|"]
   for name, params in policies:
     s = sampler.sample(params, cfg, prompts, jax.random.PRNGKey(7), max_new_tokens=r.response_len,
@@ -258,11 +270,80 @@ def samples_before_after(config, workdir, betas, n=4):
   return "\n".join(lines) + "\n"
 
 
-def run(config, workdir, stages=STAGES, verbose=True):
-  """Runs `stages` in order, appending each one's metrics to summary.json; writes summary.md."""
+def validate(config):
+  """The rlhf block and the RL stage's config, checked with the field named before any stage
+  runs (a bad RL setting should not wait for the pretraining and reward stages)."""
+  r = config.get("rlhf")
+  if r is None:
+    raise ValueError("config.rlhf: the pipeline's config needs an rlhf block (configs/rlhf.py).")
+  for name in POSITIVE_INTS:
+    v = r.get(name)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+      raise ValueError(f"config.rlhf.{name} must be a positive int, got {v!r}.")
+  if r.vocab_size <= len(text.SPECIALS):
+    raise ValueError(f"config.rlhf.vocab_size must exceed {len(text.SPECIALS)} (the special "
+                     f"tokens {text.SPECIALS}), got {r.vocab_size}.")
+  for name in POSITIVE_FLOATS:
+    v = r.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+      raise ValueError(f"config.rlhf.{name} must be > 0, got {v!r}.")
+  f, n = r.get("heldout_fraction"), r.num_pairs
+  if (isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1
+      or n - max(1, int(n * f)) < 1):
+    raise ValueError(f"config.rlhf.heldout_fraction must lie in [0, 1) and leave at least one of "
+                     f"the config.rlhf.num_pairs = {n} pairs to train on, got {f!r}.")
+  _validate_rl(config)
+
+
+def _validate_rl(config):
+  """`train.validate` (and the sweep's checks) on the RL stage's config, with a stand-in task
+  of the reward model's shapes in place of the reward model, which may not exist yet."""
+  r, ids = config.rlhf, text.Vocab(text.SPECIALS)
+  stand_in = tasks.Task(TASK_NAME, r.vocab_size, r.prompt_len, r.response_len, ids.eos_id,
+                        ids.pad_id, lambda key, n: jnp.zeros((n, r.prompt_len), jnp.int32),
+                        lambda p, t, m: jnp.zeros(t.shape[:1], jnp.float32))
+  previous = tasks.TASKS.get(TASK_NAME)
+  tasks.TASKS[TASK_NAME] = lambda: stand_in
+  try:
+    c = rl_config(config, "")
+    with c.unlocked():
+      c.init_from = ""  # written by the pretrain stage
+    if sweep.swept(c)[1]:
+      sweep.groups(c)  # every structural setting
+    else:
+      train.validate(c)
+  finally:
+    if previous is None:
+      tasks.TASKS.pop(TASK_NAME)
+    else:
+      tasks.TASKS[TASK_NAME] = previous
+
+
+def check_stages(stages, workdir):
+  """Raises unless every stage is known and finds the files it reads: in the workdir, or
+  written by a stage before it in `stages`."""
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
     raise ValueError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}.")
+  written = set()
+  for stage in stages:
+    for name in READS.get(stage, ()):
+      if name not in written and not os.path.exists(_path(workdir, name)):
+        maker = next(s for s, f in WRITES.items() if f == name)
+        raise FileNotFoundError(
+            f"stage {stage!r} reads {name}, written by stage {maker!r}, and it is not in the "
+            f"workdir {workdir!r}: run the stages before {stage!r} first (or every stage), or "
+            f"point --workdir at a run that has it.")
+    written.add(WRITES.get(stage))
+
+
+def run(config, workdir, stages=STAGES, verbose=True):
+  """Runs `stages` in order, appending each one's metrics to summary.json; writes summary.md.
+  `stages`: names from STAGES (or one comma-separated string)."""
+  if isinstance(stages, str):
+    stages = [s.strip() for s in stages.split(",") if s.strip()]
+  check_stages(stages, workdir)
+  validate(config)
   os.makedirs(workdir, exist_ok=True)
   path = _path(workdir, "summary.json")
   summary = json.load(open(path)) if os.path.exists(path) else {}
