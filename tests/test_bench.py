@@ -8,6 +8,8 @@ import pytest
 
 from pg import configs
 
+pytestmark = pytest.mark.slow  # compiles real programs; runs in CI
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
