@@ -24,23 +24,7 @@ import pytest
 import pg
 from pg import configs, experiment, model, rlhf, sampler, sweep, tasks, text, train
 
-
-@contextlib.contextmanager
-def no_compiles():
-  """Fails if anything is lowered or compiled by XLA inside the block (as in test_contract)."""
-  events = []
-
-  def listener(name, duration, **kwargs):
-    del duration, kwargs
-    if name.startswith("/jax/core/compile/") and name != "/jax/core/compile/jaxpr_trace_duration":
-      events.append(name)
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield events
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
-  assert not events, f"compiled before raising: {events}"
+from compile_guard import no_compiles
 
 
 class Case(NamedTuple):

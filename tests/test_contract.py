@@ -16,7 +16,6 @@ Shapes are tiny (B=4, T=6, V=11) to keep the whole file fast on a CPU.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 from typing import Any, Callable
@@ -28,6 +27,8 @@ import numpy as np
 import pytest
 
 import pg
+
+from compile_guard import no_compiles
 
 B, T, V, G = 4, 6, 11, 2  # batch, response length, vocabulary, group size (B = 2 prompts × G)
 CHUNK = 4  # V = 11 = 2 full chunks of 4 (under `lax.scan`) + a remainder of 3
@@ -412,24 +413,6 @@ def assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
     assert np.shape(a) == np.shape(e)
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(e, np.float64),
                                rtol=rtol, atol=atol)
-
-
-@contextlib.contextmanager
-def no_compiles():
-  """Fails if anything is lowered or compiled by XLA inside the block."""
-  events = []
-
-  def listener(name, duration, **kwargs):
-    del duration, kwargs
-    if name.startswith("/jax/core/compile/") and name != "/jax/core/compile/jaxpr_trace_duration":
-      events.append(name)
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield events
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
-  assert not events, f"compiled before raising: {events}"
 
 
 # ---------------------------------------------------------------------------------------------
