@@ -33,6 +33,16 @@ def _comparable(config_dict: dict) -> dict:
   return {k: v for k, v in config_dict.items() if k not in STATIC_FIELDS_ALLOWED_TO_CHANGE}
 
 
+def comparable_config(config) -> dict:
+  """The config as JSON, less the fields a rerun in the same workdir may change."""
+  return _comparable(json.loads(config.to_json_best_effort()))
+
+
+def differing_fields(saved: dict, current: dict) -> list:
+  """Sorted names of the top-level fields whose values differ between two config dicts."""
+  return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+
+
 class MetricsLog:
   """JSONL rows {"run", its labels ("seed", swept values...), "update", metric...}; on resume,
   rows past the checkpoint are dropped, so no update is ever logged twice."""
@@ -85,7 +95,7 @@ class MetricsLog:
 def _check_workdir(workdir, config, labels):
   """A workdir holds one run set: the same config (up to STATIC_FIELDS_ALLOWED_TO_CHANGE) and the
   same runs, or it is refused before anything compiles."""
-  current = {"config": _comparable(json.loads(config.to_json_best_effort())), "runs": labels}
+  current = {"config": comparable_config(config), "runs": labels}
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
     with open(path) as f:
@@ -98,8 +108,7 @@ def _check_workdir(workdir, config, labels):
     if saved["runs"] is None:  # written by a run of seeds only
       saved["runs"] = [{"seed": j} for j in range(saved["config"].get("num_seeds", 0))]
     if saved != current:
-      diff = sorted(k for k in set(saved["config"]) | set(current["config"])
-                    if saved["config"].get(k) != current["config"].get(k))
+      diff = differing_fields(saved["config"], current["config"])
       if saved["runs"] != current["runs"]:
         diff.append("runs")
       raise ValueError(f"workdir {workdir!r} holds a run with a different config (fields "
@@ -115,7 +124,7 @@ def run(config, workdir: str, *, runs: train.Runs | None = None, programs=None,
   labels (a sweep); `programs` a prebuilt `(init, train_chunk)` pair for them. `verbose`:
   progress bar and messages; `report_at_end` (default: verbose) the curves, table and samples."""
   task, mcfg = train.validate(config)
-  labels = runs.labels if runs else [{"seed": j} for j in range(config.num_seeds)]
+  labels = runs.labels if runs else train.seed_labels(config)
   # Built (not compiled) first: a mesh or init_from it refuses leaves the workdir untouched.
   init, train_chunk = programs or train.make_programs(config, len(labels))
   os.makedirs(workdir, exist_ok=True)

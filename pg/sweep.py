@@ -217,12 +217,6 @@ def _batch_dir(workdir, group, labels):
   return os.path.join(workdir, "groups", slug, f"batch_{digest}")
 
 
-def _fingerprint(config) -> dict:
-  """The group config a finished batch was run with, less the fields that may change on a
-  rerun (more chunks, checkpoint spacing, the grid itself)."""
-  return experiment._comparable(json.loads(config.to_json_best_effort()))
-
-
 def finished_labels(workdir, group) -> list[dict]:
   """Labels of the runs of `group` whose batch finished config.num_chunks chunks. A finished
   batch run with another config (a hyperparameter outside the grid, the task, the model...) is
@@ -231,16 +225,15 @@ def finished_labels(workdir, group) -> list[dict]:
   done = []
   if not os.path.isdir(root):
     return done
-  current = _fingerprint(group.config)
+  current = experiment.comparable_config(group.config)
   for name in sorted(os.listdir(root)):
     path = os.path.join(root, name, "done.json")
     if os.path.exists(path):
       with open(path) as f:
         marker = json.load(f)
-      saved = marker.get("config")
+      saved = marker.get("config") or {}
       if saved != current:
-        fields = sorted(k for k in set(saved or {}) | set(current)
-                        if (saved or {}).get(k) != current.get(k))
+        fields = experiment.differing_fields(saved, current)
         raise ValueError(f"sweep workdir {workdir!r} holds finished runs of group "
                          f"{group.name!r} made with a different config (fields {fields}); "
                          f"use another workdir or delete it.")
@@ -304,7 +297,7 @@ def run(config, workdir: str, *, verbose: bool = True, log=print):
                      desc=f"{group.name} batch {b + 1}/{len(sizes)}")
       with open(os.path.join(batch_dir, "done.json"), "w") as f:
         json.dump({"num_chunks": group.config.num_chunks, "runs": batch,
-                   "config": _fingerprint(group.config)}, f)
+                   "config": experiment.comparable_config(group.config)}, f)
   rows = collect(config, workdir)
   summary = summarize(rows, tuple(continuous), tuple(structural))
   write_results(workdir, rows, summary, tuple(continuous), tuple(structural), log=log)
@@ -320,6 +313,7 @@ def collect(config, workdir) -> list[dict]:
     root = os.path.dirname(_batch_dir(workdir, group, []))
     if not os.path.isdir(root):
       continue
+    group_hp = group.config.hparams.to_dict()
     for name in sorted(os.listdir(root)):
       if not os.path.exists(os.path.join(root, name, "done.json")):
         continue
@@ -333,7 +327,7 @@ def collect(config, workdir) -> list[dict]:
           if _key(label) in labels:
             clash = set(group.choices) & set(row)
             assert not clash, f"metric names {clash} clash with swept config fields"
-            hp = {**group.config.hparams.to_dict(), **{k: row[k] for k in continuous}}
+            hp = {**group_hp, **{k: row[k] for k in continuous}}
             rows.append({"group": group.name, **group.choices, **row, "hparams": hp})
   return rows
 

@@ -418,7 +418,10 @@ class Runs(NamedTuple):
   labels: list      # per run, a JSON-able dict: {"seed": j, swept name: value, ...}
 
 
+def seed_labels(config) -> list:
+  return [{"seed": j} for j in range(config.num_seeds)]
+
+
 def seed_runs(config) -> Runs:
   """One run per seed, all with config.hparams: what `experiments/train.py` trains."""
-  return Runs(seed_keys(config), hparams_from_config(config),
-              [{"seed": j} for j in range(config.num_seeds)])
+  return Runs(seed_keys(config), hparams_from_config(config), seed_labels(config))
