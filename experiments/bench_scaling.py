@@ -57,11 +57,11 @@ def time_update(config, repeats):
     holder["state"], metrics = chunk(holder["state"])
     return metrics
   total = timed(step, repeats=repeats)
-  B = config.num_prompts * config.group_size
-  prompts = jnp.zeros((config.num_seeds, B, task.prompt_len), jnp.int32)
-  sample = jax.jit(jax.vmap(lambda p, pr, k: sampler.sample(
+  prompts = jnp.zeros((config.num_seeds, config.num_prompts, task.prompt_len), jnp.int32)
+  sample = jax.jit(jax.vmap(lambda p, pr, k: sampler.sample(  # as the train step samples
       p, mcfg, pr, k, max_new_tokens=task.max_new_tokens, eos_id=task.eos_id,
-      pad_id=task.pad_id)), compiler_options=train.compiler_options())
+      pad_id=task.pad_id, group_size=config.group_size)),
+      compiler_options=train.compiler_options())
   keys = train.seed_keys(config)
   sampling = timed(sample, holder["state"].params, prompts, keys, repeats=repeats)
   return total, sampling

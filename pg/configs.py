@@ -32,6 +32,7 @@ def base_config():
   c.ppo_epochs = 1
   c.num_minibatches = 1
   c.grad_accum_steps = 1      # micro-batches per minibatch, gradients averaged (memory)
+  c.share_prompts = True      # run a group's prompt once for its G samples (same numbers)
   c.max_grad_norm = 1.0
   c.on_nonfinite = "stop"     # NaN/inf reward, loss or gradient: "stop" (save, name it) | "skip"
   c.logprob_chunk_size = ml_collections.config_dict.placeholder(int)

@@ -1,16 +1,25 @@
-"""Model FLOPs of one update, counted from the config (the MFU numerator).
+"""Model FLOPs of one update, counted from the config as the compiled program does them (the
+MFU numerator).
 
-A matmul of [m, k] by [k, n] is 2mkn FLOPs. Per token, a forward pass through the policy costs
+A matmul of [m, k] by [k, n] is 2mkn FLOPs. A token through the trunk costs
 
-    f = 2·(L·12·d² + d·V) + L·4·d·S
+    trunk(a) = 2·L·12·d² + L·4·d·a
 
-(QKV, attention output and a 4× MLP: 12d² weights per layer; the LM head; QKᵀ and AV over S
-attended positions). A backward pass costs twice its forward. One update is then:
-prefill over P prompt tokens, T decode steps (each attending over the cache of max_len
-positions, as the compiled sampler does), a scoring forward over P + T tokens for the values
-when there is a critic (the old log-probs come from the sampler), one for π_ref when a KL
-penalty is on (a separate critic doubles every forward it joins), and ppo_epochs × (forward + backward) over P + T tokens. Embedding lookups,
-layer norms, softmaxes and the optimizer are left out, as usual for MFU.
+(QKV, attention output and a 4× MLP: 12d² weights per layer; QKᵀ and AV over `a` attended
+positions) and the LM head 2·d·V where it is applied. A backward pass costs twice its forward.
+With N prompts of P tokens, G samples each (B = N·G rows), T response slots and S = P + T,
+one update is:
+
+- sampling: a prefill of the N prompts (P tokens each, attending over the S-slot cache, head
+  on every position), then T decode steps of B rows (attending over S + 1 positions);
+- a trainer forward over the response positions: with `pg.train.shares_prompts`, the N prompts
+  (attending P) and B rows of T − 1 response tokens (attending P + T − 1); else B rows of S
+  tokens (attending S, as the compiled causal kernel does); the head on the T predicting
+  positions. A separate critic adds the trunk part again;
+- a scoring forward for the values when there is a critic, one for π_ref when a KL penalty is on
+  (the old log-probs come from the sampler), and ppo_epochs × (forward + backward).
+
+Embedding lookups, layer norms, softmaxes and the optimizer are left out, as usual for MFU.
 """
 
 from __future__ import annotations
@@ -23,18 +32,22 @@ def forward_flops_per_token(d_model, num_layers, vocab_size, attended, with_head
 
 def update_flops(config, task) -> float:
   """Model FLOPs of one update for one seed."""
+  from pg.train import shares_prompts  # pg.train imports this module's users
   m = config.model
-  B = config.num_prompts * config.group_size
+  N, G = config.num_prompts, config.group_size
+  B = N * G
   P, T = task.prompt_len, task.max_new_tokens
   S = P + T
-  f = lambda attended, head=True: forward_flops_per_token(m.d_model, m.num_layers,
-                                                          task.vocab_size, attended, head)
-  # Causal attention over a full sequence attends to S positions in the compiled kernel too.
-  full_seq = S * f(S)
-  critic = S * f(S, head=False) if m.value_head == "separate" else 0.0
-  sampling = P * f(S) + T * f(S)
-  has_critic = m.value_head != "none"
-  scoring = ((full_seq + critic) if has_critic else 0.0) + (
-      full_seq if config.kl_placement != "none" else 0.0)
-  training = config.ppo_epochs * 3 * (full_seq + critic)
-  return float(B * (sampling + scoring + training))
+  trunk = lambda attended: forward_flops_per_token(m.d_model, m.num_layers, task.vocab_size,
+                                                   attended, with_head=False)
+  head = 2 * m.d_model * task.vocab_size
+  sampling = N * P * (trunk(S) + head) + B * T * (trunk(S + 1) + head)
+  if shares_prompts(config):
+    trainer_trunk = N * P * trunk(P) + B * (T - 1) * trunk(P + T - 1)
+  else:
+    trainer_trunk = B * S * trunk(S)
+  critic = trainer_trunk if m.value_head == "separate" else 0.0
+  forward = trainer_trunk + critic + B * T * head
+  scoring = ((m.value_head != "none") + (config.kl_placement != "none")) * forward
+  training = config.ppo_epochs * 3 * forward
+  return float(sampling + scoring + training)

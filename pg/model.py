@@ -10,6 +10,11 @@ to every cached position ≤ its own. Heads come before positions so that a deco
 a contiguous in-place update and the attention reads the cache without transposing it (with
 `[B, S, H, Dh]`, XLA copied all four caches at every step: 45 of the sampler's 103 ms at the
 benchmark's sizes).
+
+A group's G samples share their prompt. `PolicyValue.grouped_response_hidden_and_values` runs
+the prompt through the trunk once per group (N = B / G rows) and the responses after it, each
+response attending to its group's prompt keys and values: the same numbers as the full forward
+over prompt ⧺ response, with the prompt's share of the work divided by G.
 """
 
 from __future__ import annotations
@@ -78,6 +83,32 @@ def _update_slice_vmap(axis_size, in_batched, operand, update, starts):
   return update_slice(operand, update, (jnp.zeros((), jnp.int32), *starts)), True
 
 
+def attend_after_prefix(q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh, k_NxPxHxDh, v_NxPxHxDh):
+  """Attention of L tokens that follow a prompt shared by G = B / N consecutive rows.
+
+  Each query attends to all P prompt positions of its group (keys `k_NxPxHxDh`, computed once
+  per group) and causally to its own row's L tokens; softmax over both, scaled by 1/√Dh as
+  `jax.nn.dot_product_attention` does. The prompt's keys are never copied G times: the group
+  axis is an einsum axis, so the backward pass sums the G rows' cotangents into them.
+  """
+  B, L, H, Dh = q_BxLxHxDh.shape
+  N, P = k_NxPxHxDh.shape[:2]
+  assert B % N == 0, f"batch {B} is not a whole number of groups of the prompt batch {N}"
+  G = B // N
+  dtype = q_BxLxHxDh.dtype
+  group = lambda x: x.reshape(N, G, L, H, Dh)
+  q_NxGxLxHxDh, k_NxGxLxHxDh, v_NxGxLxHxDh = group(q_BxLxHxDh), group(k_BxLxHxDh), group(v_BxLxHxDh)
+  scores_prompt = jnp.einsum("nglhd,nphd->nghlp", q_NxGxLxHxDh, k_NxPxHxDh)
+  scores_self = jnp.einsum("nglhd,ngshd->nghls", q_NxGxLxHxDh, k_NxGxLxHxDh)
+  causal_LxL = jnp.arange(L)[None, :] <= jnp.arange(L)[:, None]
+  scores_self = jnp.where(causal_LxL, scores_self.astype(jnp.float32), -1e30)
+  scores = jnp.concatenate([scores_prompt.astype(jnp.float32), scores_self], axis=-1)
+  attn = jax.nn.softmax(scores / jnp.sqrt(Dh).astype(jnp.float32), axis=-1).astype(dtype)
+  out_NxGxLxHxDh = (jnp.einsum("nghlp,nphd->nglhd", attn[..., :P], v_NxPxHxDh)
+                    + jnp.einsum("nghls,ngshd->nglhd", attn[..., P:], v_NxGxLxHxDh))
+  return out_NxGxLxHxDh.reshape(B, L, H, Dh)
+
+
 def init_cache(cfg: ModelConfig, batch_size: int):
   """Zeros for every layer's keys and values: a list of (k, v), each `[B, H, S, Dh]`."""
   shape = (batch_size, cfg.num_heads, cfg.max_len, cfg.head_dim)
@@ -89,7 +120,15 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, pos, kv=None):
+  def __call__(self, x_BxLxD, pos, kv=None, prefix=None):
+    """One block. Modes, by argument:
+
+    - neither: a full sequence (causal self-attention); returns this block's (k, v),
+      `[B, L, H, Dh]` each, which the grouped mode passes on as `prefix`;
+    - `kv` (a cache): decoding at positions pos..pos+L−1; returns the updated cache;
+    - `prefix` (k, v of the group's prompt, `[N, P, H, Dh]`, B = N·G): tokens that follow the
+      prompt shared by G consecutive rows; returns None.
+    """
     cfg = self.cfg
     B, L, D = x_BxLxD.shape
     H, Dh = cfg.num_heads, cfg.head_dim
@@ -97,10 +136,13 @@ class Block(nn.Module):
     h = nn.LayerNorm(dtype=cfg.dtype, name="ln_attn")(x_BxLxD)
     qkv_BxLx3D = dense(3 * D, "qkv")(h)
     q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh = jnp.split(qkv_BxLx3D.reshape(B, L, 3 * H, Dh), 3, axis=2)
-    if kv is None:  # full sequence (training): causal self-attention, nothing else
+    if prefix is not None:
+      out_BxLxHxDh = attend_after_prefix(q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh, *prefix)
+      new_kv = None
+    elif kv is None:  # full sequence (training): causal self-attention, nothing else
       out_BxLxHxDh = jax.nn.dot_product_attention(q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh,
                                                   is_causal=True)
-      new_kv = None
+      new_kv = (k_BxLxHxDh, v_BxLxHxDh)
     else:  # decoding: the cache's positions before `pos`, read before this call's write, then
       # the block's own keys, causally masked among themselves
       k_cache, v_cache = kv
@@ -133,17 +175,30 @@ class Trunk(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxL, pos=0, cache=None):
+  def __call__(self, tokens_BxL, pos=0, cache=None, prompt_NxP=None):
+    """Hidden states `[B, L, D]` and a second output by mode: the updated cache (decoding with
+    `cache`), the prompt's hidden states `[N, P, D]` (with `prompt_NxP`: tokens_BxL follow the
+    prompt shared by G = B / N consecutive rows, at positions P..P+L−1), else None."""
     cfg = self.cfg
-    L = tokens_BxL.shape[1]
-    x = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed")(tokens_BxL)
-    x = x + nn.Embed(cfg.max_len, cfg.d_model, name="pos_embed")(pos + jnp.arange(L))[None]
-    x = x.astype(cfg.dtype)
+    embed = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed")
+    pos_embed = nn.Embed(cfg.max_len, cfg.d_model, name="pos_embed")
+    blocks = [Block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
+    ln_final = nn.LayerNorm(dtype=cfg.dtype, name="ln_final")
+    embed_at = lambda tokens, start: (embed(tokens) + pos_embed(
+        start + jnp.arange(tokens.shape[1]))[None]).astype(cfg.dtype)
+    if prompt_NxP is not None:
+      P = prompt_NxP.shape[1]
+      xp, x = embed_at(prompt_NxP, 0), embed_at(tokens_BxL, P)
+      for block in blocks:
+        xp, prefix = block(xp, 0)
+        x, _ = block(x, P, prefix=prefix)
+      return ln_final(x), ln_final(xp)
+    x = embed_at(tokens_BxL, pos)
     new_cache = []
-    for i in range(cfg.num_layers):
-      x, kv = Block(cfg, name=f"block_{i}")(x, pos, None if cache is None else cache[i])
+    for i, block in enumerate(blocks):
+      x, kv = block(x, pos, None if cache is None else cache[i])
       new_cache.append(kv)
-    return nn.LayerNorm(dtype=cfg.dtype, name="ln_final")(x), (None if cache is None else new_cache)
+    return ln_final(x), (None if cache is None else new_cache)
 
 
 class PolicyValue(nn.Module):
@@ -176,6 +231,30 @@ class PolicyValue(nn.Module):
     if self.is_initializing():  # create the head's parameters too
       self.lm_head(h_BxLxD)
     return h_BxLxD, values_BxL
+
+  def grouped_response_hidden_and_values(self, prompts_NxP, responses_BxT):
+    """What `hidden_and_values` gives at the positions that predict each response token
+    (P−1 .. P+T−2: hidden states `[B, T, D]`, values `[B, T]` or None), with each prompt run
+    once for the G = B / N consecutive rows that share it."""
+    N, B = prompts_NxP.shape[0], responses_BxT.shape[0]
+    assert B % N == 0, f"{B} responses are not whole groups of the {N} prompts"
+    G = B // N
+    inputs_BxR = responses_BxT[:, :-1]  # the last token predicts nothing
+
+    def hidden(trunk):
+      h_BxRxD, hp_NxPxD = trunk(inputs_BxR, prompt_NxP=prompts_NxP)
+      return jnp.concatenate([jnp.repeat(hp_NxPxD[:, -1:], G, axis=0), h_BxRxD], axis=1)
+    h_BxTxD = hidden(self.trunk)
+    values_BxT: Optional[jax.Array] = None
+    if self.cfg.value_head == "shared":
+      values_BxT = self.value_out(h_BxTxD.astype(jnp.float32))[..., 0]
+    elif self.cfg.value_head == "separate":
+      values_BxT = self.value_out(hidden(self.critic_trunk).astype(jnp.float32))[..., 0]
+    return h_BxTxD, values_BxT
+
+  def head(self, h_BxTxD):
+    """The LM head: logits from final hidden states."""
+    return self.lm_head(h_BxTxD)
 
   def decode(self, tokens_BxL, pos, cache):
     """Policy logits for tokens at positions pos..pos+L−1, reading and writing the cache."""

@@ -25,20 +25,31 @@ class Samples(NamedTuple):
   truncated_B: jax.Array    # bool, True where no end token was produced
 
 
-def sample(params, cfg: ModelConfig, prompts_BxP, key, *, max_new_tokens: int, eos_id: int,
-           pad_id: int, temperature=1.0) -> Samples:
-  """Samples `max_new_tokens` slots for every prompt row (temperature may be traced)."""
+def sample(params, cfg: ModelConfig, prompts_NxP, key, *, max_new_tokens: int, eos_id: int,
+           pad_id: int, temperature=1.0, group_size: int = 1) -> Samples:
+  """Samples `max_new_tokens` slots for each of `group_size` rows per prompt (B = N·G rows, a
+  prompt's G samples consecutive); temperature may be traced.
+
+  The prompt is run once (prefill over N rows) and its cache and last logits repeated G times:
+  the same samples as passing every prompt G times (`jnp.repeat(prompts_NxP, G, axis=0)`) with
+  group_size 1, for a G-th of the prefill's work.
+  """
   fn = "sample"
-  _checks.rank(fn, "prompts_BxP", prompts_BxP, 2)
-  _checks.integer(fn, "prompts_BxP", prompts_BxP)
-  B, P = prompts_BxP.shape
+  _checks.rank(fn, "prompts_NxP", prompts_NxP, 2)
+  _checks.integer(fn, "prompts_NxP", prompts_NxP)
+  if not isinstance(group_size, int) or group_size < 1:
+    raise ValueError(f"{fn}: group_size must be a positive int, got {group_size!r}.")
+  N, P = prompts_NxP.shape
+  B = N * group_size
   if P + max_new_tokens > cfg.max_len:
     raise ValueError(f"{fn}: prompt length {P} + max_new_tokens {max_new_tokens} exceeds the "
                      f"model's context model.max_len = {cfg.max_len}.")
   model = PolicyValue(cfg)
   decode = lambda tokens, pos, cache: model.apply(params, tokens, pos, cache,
                                                   method=PolicyValue.decode)
-  logits_BxPxV, cache = decode(prompts_BxP, 0, init_cache(cfg, B))
+  logits_NxPxV, cache = decode(prompts_NxP, 0, init_cache(cfg, N))
+  repeat = lambda x: jnp.repeat(x, group_size, axis=0) if group_size > 1 else x
+  logits_Bx1xV, cache = repeat(logits_NxPxV[:, -1:]), jax.tree_util.tree_map(repeat, cache)
 
   def step(carry, t):
     cache, logits_BxV, done_B = carry
@@ -52,7 +63,7 @@ def sample(params, cfg: ModelConfig, prompts_BxP, key, *, max_new_tokens: int, e
     next_logits_Bx1xV, cache = decode(y_B[:, None], P + t, cache)
     return (cache, next_logits_Bx1xV[:, 0], done_B), (y_B, logp_B * mask_B, mask_B)
 
-  init = (cache, logits_BxPxV[:, -1], jnp.zeros((B,), bool))
+  init = (cache, logits_Bx1xV[:, 0], jnp.zeros((B,), bool))
   (_, _, done_B), (y_TxB, logp_TxB, mask_TxB) = jax.lax.scan(
       step, init, jnp.arange(max_new_tokens))
   return Samples(y_TxB.T, logp_TxB.T, mask_TxB.T, ~done_B)

@@ -110,12 +110,27 @@ def validate(config):
   if config.get("on_nonfinite", "stop") not in ON_NONFINITE:
     raise ValueError(f"config.on_nonfinite must be one of {ON_NONFINITE}, "
                      f"got {config.on_nonfinite!r}.")
+  if not isinstance(config.get("share_prompts", True), bool):
+    raise ValueError(f"config.share_prompts must be True or False, got {config.share_prompts!r}.")
   if not config.max_grad_norm > 0:
     raise ValueError(f"config.max_grad_norm must be > 0, got {config.max_grad_norm}.")
   if config.get("init_from") and not os.path.exists(config.init_from):
     raise FileNotFoundError(f"config.init_from: no params at {config.init_from!r}.")
   pg.make_hparams(**config.hparams)  # names and ranges of the swept values
   return task, mcfg
+
+
+def shares_prompts(config) -> bool:
+  """Whether the trainer's forward passes run each group's prompt once for its G samples
+  (`PolicyValue.grouped_response_hidden_and_values`). They can when every gradient batch holds
+  whole groups in order: one minibatch (then not shuffled: a sum over rows needs no order), cut
+  into micro-batches of whole groups. PPO minibatches shuffle rows across groups, so
+  num_minibatches > 1 runs the full sequence per row. `config.share_prompts = False` turns it
+  off (the numbers are the same up to float rounding)."""
+  G = config.group_size
+  B = config.num_prompts * G
+  return bool(config.get("share_prompts", True) and G > 1 and config.num_minibatches == 1
+              and (B // config.grad_accum_steps) % G == 0)
 
 
 def save_params(path, params):
@@ -192,6 +207,8 @@ def make_train(config, data_sharding=None):
   P, T, G = task.prompt_len, task.max_new_tokens, config.group_size
   B = config.num_prompts * G
   M = B // config.num_minibatches
+  A = config.grad_accum_steps
+  share_prompts = shares_prompts(config)
   has_critic = mcfg.value_head != "none"
   use_ref = config.kl_placement != "none"
   advantage_fn = pg.get_advantage(config.advantage)
@@ -209,18 +226,27 @@ def make_train(config, data_sharding=None):
                       halted=jnp.zeros((), bool))
 
   def forward(params, full_BxL, tokens_BxT, temperature):
-    if config.logprob_chunk_size is None:
-      logits_BxLxV, values_BxL = model.apply(params, full_BxL)
-      logp_BxT, entropy_BxT = pg.token_log_probs_and_entropy(
-          sampler_lib.response_logits(logits_BxLxV, P), tokens_BxT, temperature=temperature)
-    else:  # the LM head applied chunk by chunk: no [B, L, V] logits at all
+    """Log-probs, entropies and values at the response positions of prompt ⧺ response rows.
+
+    With `share_prompts`, each group's prompt goes through the trunk once (rows come in whole
+    groups, so `full_BxL[::G]` holds every prompt once); else the full sequence per row."""
+    if share_prompts:
+      h_BxTxD, values_BxT = model.apply(params, full_BxL[::G, :P], tokens_BxT,
+                                        method=PolicyValue.grouped_response_hidden_and_values)
+    else:
       h_BxLxD, values_BxL = model.apply(params, full_BxL, method=PolicyValue.hidden_and_values)
+      h_BxTxD = sampler_lib.response_logits(h_BxLxD, P)
+      values_BxT = None if values_BxL is None else values_BxL[:, P - 1:-1]
+    if config.logprob_chunk_size is None:
+      logits_BxTxV = model.apply(params, h_BxTxD, method=PolicyValue.head)
+      logp_BxT, entropy_BxT = pg.token_log_probs_and_entropy(logits_BxTxV, tokens_BxT,
+                                                             temperature=temperature)
+    else:  # the LM head applied chunk by chunk: no [B, T, V] logits at all
       head = params["params"]["lm_head"]
       logp_BxT, entropy_BxT = pg.head_log_probs_and_entropy(
-          sampler_lib.response_logits(h_BxLxD, P), head["kernel"], head["bias"], tokens_BxT,
+          h_BxTxD, head["kernel"], head["bias"], tokens_BxT,
           temperature=temperature, chunk_size=config.logprob_chunk_size,
           compute_dtype=mcfg.dtype)
-    values_BxT = None if values_BxL is None else values_BxL[:, P - 1:-1]
     return logp_BxT, entropy_BxT, values_BxT
 
   def loss_fn(params, batch, hp):
@@ -246,7 +272,6 @@ def make_train(config, data_sharding=None):
     return loss, metrics
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  A = config.grad_accum_steps
 
   def accumulated_grads(params, batch, hp):
     """Mean of the gradients (and metrics) of A equal micro-batches, one at a time in memory.
@@ -290,11 +315,11 @@ def make_train(config, data_sharding=None):
     hp = state.hp
     key = jax.random.fold_in(state.key, state.step)
     prompt_key, sample_key, perm_key = jax.random.split(key, 3)
-    prompts_BxP = constrain(
-        jnp.repeat(task.sample_prompts(prompt_key, config.num_prompts), G, axis=0))
+    prompts_NxP = task.sample_prompts(prompt_key, config.num_prompts)
+    prompts_BxP = constrain(jnp.repeat(prompts_NxP, G, axis=0))
     s = constrain(sampler_lib.sample(
-        state.params, mcfg, prompts_BxP, sample_key, max_new_tokens=T, eos_id=task.eos_id,
-        pad_id=task.pad_id, temperature=hp["temperature"]))
+        state.params, mcfg, prompts_NxP, sample_key, max_new_tokens=T, eos_id=task.eos_id,
+        pad_id=task.pad_id, temperature=hp["temperature"], group_size=G))
     scores_B = task.score(prompts_BxP, s.tokens_BxT, s.mask_BxT).astype(jnp.float32)
     extra = {} if task.extra_metrics is None else {
         k: jnp.mean(v) for k, v in task.extra_metrics(prompts_BxP, s.tokens_BxT,
@@ -323,6 +348,9 @@ def make_train(config, data_sharding=None):
     batch = constrain(jax.lax.stop_gradient(batch))
 
     def epoch(carry, e):
+      if share_prompts:  # one minibatch of whole groups, in order
+        return jax.lax.scan(gradient_step, carry,
+                            constrain(jax.tree_util.tree_map(lambda x: x[None], batch), 1))
       perm_B = jax.random.permutation(jax.random.fold_in(perm_key, e), B)
       minibatches = constrain(jax.tree_util.tree_map(
           lambda x: x[perm_B].reshape(config.num_minibatches, M, *x.shape[1:]), batch), 1)

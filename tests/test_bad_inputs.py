@@ -124,6 +124,8 @@ STATIC = [
                 r"config.on_nonfinite must be one of \('stop', 'skip'\), got 'ignore'"),
     config_case("max_grad_norm=0", {"max_grad_norm": 0.0}, ValueError,
                 r"config.max_grad_norm must be > 0, got 0.0"),
+    config_case("share_prompts=None", {"share_prompts": None}, ValueError,
+                r"config.share_prompts must be True or False, got None"),
     config_case("logprob_chunk_size=0", {"logprob_chunk_size": 0}, ValueError,
                 r"config.logprob_chunk_size must be None or a positive int, got 0"),
     config_case("advantage=gae,no_critic", {"advantage": "gae"}, ValueError,
