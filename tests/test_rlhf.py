@@ -83,6 +83,7 @@ def pipeline(tmp_path_factory):
   return config, workdir, before
 
 
+@pytest.mark.slow  # default suite under 10 min; CI runs it
 def test_pipeline_writes_its_summary_figure_and_samples(pipeline):
   _, workdir, _ = pipeline
   summary = open(os.path.join(workdir, "summary.md")).read()
@@ -93,6 +94,7 @@ def test_pipeline_writes_its_summary_figure_and_samples(pipeline):
   assert os.path.getsize(os.path.join(workdir, "gold_vs_proxy.png")) > 0
 
 
+@pytest.mark.slow
 def test_kl_to_reference_is_zero_at_step_zero_and_gold_is_logged(pipeline):
   _, workdir, _ = pipeline
   rows = [json.loads(line) for line in open(os.path.join(workdir, "rl", "results.jsonl"))]
@@ -130,6 +132,7 @@ def assert_frozen(config, workdir):
                         "hp", "halted"}
 
 
+@pytest.mark.slow
 def test_reward_model_and_reference_stay_frozen(pipeline):
   config, workdir, before = pipeline
   assert digest(os.path.join(workdir, "reward_model.msgpack")) == before

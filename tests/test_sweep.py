@@ -131,6 +131,7 @@ def test_summary_statistics_by_hand():
   assert s.best_update == 7 and s.best[0] == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # default suite under 10 min; CI runs it
 def test_a_grid_too_large_for_the_budget_is_split_and_gives_the_same_numbers(tmp_path):
   whole = tiny(learning_rate=(1e-3, 1e-2))
   run_sweep(whole, tmp_path / "whole")
@@ -266,6 +267,7 @@ def test_fork_cispo_gradient_clips_the_weight_not_the_gradient():
   np.testing.assert_allclose(grad, [[-1.0, -1.2, 1.2]], rtol=1e-6)
 
 
+@pytest.mark.slow  # default suite under 10 min; CI runs it
 def test_fork_sweep_runs_against_the_built_ins(tmp_path):
   config = load_fork_config()
   with config.unlocked():

@@ -44,16 +44,15 @@ def run_chunks(config, n, hp=None):
 
 def test_kv_cache_decoding_equals_full_forward():
   cfg = model.ModelConfig(vocab_size=9, max_len=10, value_head="shared")
-  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  params = jax.jit(model.init_params, static_argnums=0)(cfg, jax.random.PRNGKey(0))
   net = model.PolicyValue(cfg)
   tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 10), 0, 9)
-  full, _ = net.apply(params, tokens)
-  logits, cache = net.apply(params, tokens[:, :4], 0, model.init_cache(cfg, 3),
-                            method=model.PolicyValue.decode)
+  full, _ = jax.jit(net.apply)(params, tokens)
+  decode = jax.jit(lambda p, x, t, c: net.apply(p, x, t, c, method=model.PolicyValue.decode))
+  logits, cache = decode(params, tokens[:, :4], 0, model.init_cache(cfg, 3))
   steps = [logits]
   for t in range(4, 10):
-    logits, cache = net.apply(params, tokens[:, t:t + 1], t, cache,
-                              method=model.PolicyValue.decode)
+    logits, cache = decode(params, tokens[:, t:t + 1], t, cache)
     steps.append(logits)
   np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
 
@@ -278,10 +277,11 @@ def test_flop_count_matches_xla_for_a_forward_pass(d_model, num_layers, vocab, s
 def test_target_token_task_has_no_end_token():
   task = tasks.make_task("target_token", vocab_size=64, length=24, target=7)
   cfg = model.ModelConfig(vocab_size=64, max_len=32)
-  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  params = jax.jit(model.init_params, static_argnums=0)(cfg, jax.random.PRNGKey(0))
   prompts = task.sample_prompts(jax.random.PRNGKey(1), 16)
-  s = sampler.sample(params, cfg, prompts, jax.random.PRNGKey(2), max_new_tokens=24,
-                     eos_id=task.eos_id, pad_id=task.pad_id)
+  s = jax.jit(lambda p, k: sampler.sample(p, cfg, prompts, k, max_new_tokens=24,
+                                          eos_id=task.eos_id, pad_id=task.pad_id))(
+      params, jax.random.PRNGKey(2))
   assert float(s.mask_BxT.min()) == 1.0 and bool(s.truncated_B.all())  # never ends early
   tokens = jnp.full((1, 24), 7).at[0, :6].set(3)
   assert float(task.score(prompts[:1], tokens, jnp.ones((1, 24)))[0]) == 18 / 24
