@@ -83,29 +83,52 @@ def _update_slice_vmap(axis_size, in_batched, operand, update, starts):
   return update_slice(operand, update, (jnp.zeros((), jnp.int32), *starts)), True
 
 
-def attend_after_prefix(q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh, k_NxPxHxDh, v_NxPxHxDh):
+# Responses longer than this attend in blocks of this many queries (see attend_after_prefix).
+ATTENTION_BLOCK = 128
+
+
+def attend_after_prefix(q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh, k_NxPxHxDh, v_NxPxHxDh,
+                        block: Optional[int] = None):
   """Attention of L tokens that follow a prompt shared by G = B / N consecutive rows.
 
   Each query attends to all P prompt positions of its group (keys `k_NxPxHxDh`, computed once
   per group) and causally to its own row's L tokens; softmax over both, scaled by 1/√Dh as
   `jax.nn.dot_product_attention` does. The prompt's keys are never copied G times: the group
   axis is an einsum axis, so the backward pass sums the G rows' cotangents into them.
+
+  With L > `block`, queries go in blocks of `block`: block j reads only the keys up to its own
+  last position (causality: about half the scores of L × L), and each block is rematerialised
+  in the backward pass, so no `[B, H, L, L]` scores are ever held (1024-token responses at
+  B = 256 asked XLA for 40 GB without blocks).
   """
   B, L, H, Dh = q_BxLxHxDh.shape
   N, P = k_NxPxHxDh.shape[:2]
   assert B % N == 0, f"batch {B} is not a whole number of groups of the prompt batch {N}"
   G = B // N
-  dtype = q_BxLxHxDh.dtype
-  group = lambda x: x.reshape(N, G, L, H, Dh)
+  block = ATTENTION_BLOCK if block is None else block
+  group = lambda x: x.reshape(N, G, x.shape[1], H, Dh)
   q_NxGxLxHxDh, k_NxGxLxHxDh, v_NxGxLxHxDh = group(q_BxLxHxDh), group(k_BxLxHxDh), group(v_BxLxHxDh)
-  scores_prompt = jnp.einsum("nglhd,nphd->nghlp", q_NxGxLxHxDh, k_NxPxHxDh)
-  scores_self = jnp.einsum("nglhd,ngshd->nghls", q_NxGxLxHxDh, k_NxGxLxHxDh)
-  causal_LxL = jnp.arange(L)[None, :] <= jnp.arange(L)[:, None]
-  scores_self = jnp.where(causal_LxL, scores_self.astype(jnp.float32), -1e30)
-  scores = jnp.concatenate([scores_prompt.astype(jnp.float32), scores_self], axis=-1)
-  attn = jax.nn.softmax(scores / jnp.sqrt(Dh).astype(jnp.float32), axis=-1).astype(dtype)
-  out_NxGxLxHxDh = (jnp.einsum("nghlp,nphd->nglhd", attn[..., :P], v_NxPxHxDh)
-                    + jnp.einsum("nghls,ngshd->nglhd", attn[..., P:], v_NxGxLxHxDh))
+
+  def attend(q, k_self, v_self, start):
+    """Queries at own positions start..start+Q−1 against the prompt and own keys 0..K−1."""
+    Q, K = q.shape[2], k_self.shape[2]
+    scores_prompt = jnp.einsum("nglhd,nphd->nghlp", q, k_NxPxHxDh)
+    scores_self = jnp.einsum("nglhd,ngshd->nghls", q, k_self)
+    causal_QxK = jnp.arange(K)[None, :] <= start + jnp.arange(Q)[:, None]
+    scores_self = jnp.where(causal_QxK, scores_self.astype(jnp.float32), -1e30)
+    scores = jnp.concatenate([scores_prompt.astype(jnp.float32), scores_self], axis=-1)
+    attn = jax.nn.softmax(scores / jnp.sqrt(Dh).astype(jnp.float32), axis=-1).astype(q.dtype)
+    return (jnp.einsum("nghlp,nphd->nglhd", attn[..., :P], v_NxPxHxDh)
+            + jnp.einsum("nghls,ngshd->nglhd", attn[..., P:], v_self))
+
+  if L <= block:
+    out_NxGxLxHxDh = attend(q_NxGxLxHxDh, k_NxGxLxHxDh, v_NxGxLxHxDh, 0)
+  else:
+    blocked = jax.checkpoint(attend, static_argnums=(3,))
+    out_NxGxLxHxDh = jnp.concatenate([
+        blocked(q_NxGxLxHxDh[:, :, s:s + block], k_NxGxLxHxDh[:, :, :s + block],
+                v_NxGxLxHxDh[:, :, :s + block], s)
+        for s in range(0, L, block)], axis=2)
   return out_NxGxLxHxDh.reshape(B, L, H, Dh)
 
 

@@ -181,3 +181,33 @@ def test_flop_count_of_the_grouped_forward_matches_xla():
   ours = N * P * trunk(P) + N * G * (T - 1) * trunk(P + T - 1) + N * G * T * 2 * 128 * 64
   # XLA also counts elementwise work (layer norms, softmax, GELU) that MFU leaves out.
   assert 0.85 < ours / compiled.cost_analysis()["flops"] <= 1.0
+
+
+def attention_inputs(N=2, G=3, P=4, L=11, H=2, Dh=8):
+  ks = jax.random.split(jax.random.PRNGKey(0), 5)
+  rows = [jax.random.normal(k, (N * G, L, H, Dh)) for k in ks[:3]]
+  prompt = [jax.random.normal(k, (N, P, H, Dh)) for k in ks[3:]]
+  return (*rows, *prompt)
+
+
+_attend = jax.jit(model.attend_after_prefix, static_argnames="block")
+_attend_grads = jax.jit(jax.grad(lambda a, block: jnp.sum(jnp.sin(model.attend_after_prefix(
+    *a, block=block)))), static_argnums=1)
+
+
+@pytest.mark.parametrize("block", [1, 3, 4, 10])
+def test_blocked_attention_equals_one_block(block):
+  args = attention_inputs()
+  whole = _attend(*args, block=64)
+  np.testing.assert_allclose(_attend(*args, block=block), whole, atol=1e-6)
+  for g_blocked, g_whole in zip(_attend_grads(args, block), _attend_grads(args, 64)):
+    np.testing.assert_allclose(g_blocked, g_whole, atol=2e-6)
+
+
+def test_long_responses_attend_in_blocks_and_match_the_full_forward(monkeypatch):
+  monkeypatch.setattr(model, "ATTENTION_BLOCK", 2)  # 5 response positions: blocks 2, 2, 1
+  cfg, params, prompts, responses = net_and_batch("shared", 2, 2, 3, 6)
+  h, v = full_forward(cfg, params, prompts, responses)
+  h2, v2 = jax.jit(lambda p: grouped_forward(cfg, p, prompts, responses))(params)  # traced now
+  np.testing.assert_allclose(h2, h, atol=3e-6)
+  np.testing.assert_allclose(v2, v, atol=3e-6)
