@@ -156,6 +156,7 @@ def kl_in_loss(pipeline, tmp_path_factory):
   return config, workdir
 
 
+@pytest.mark.slow  # its fixture trains the whole tiny pipeline again (~45 s)
 def test_kl_in_the_loss_starts_at_zero_and_keeps_the_reference_frozen(kl_in_loss):
   config, workdir = kl_in_loss
   rows = [json.loads(line) for line in open(os.path.join(workdir, "rl", "results.jsonl"))]

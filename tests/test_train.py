@@ -235,7 +235,7 @@ def test_every_config_runs_one_shrunk_chunk(path):
     assert np.all(np.isfinite(v)), k
 
 
-@pytest.mark.parametrize("repeat", range(2))
+@pytest.mark.parametrize("repeat", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_sigterm_finishes_the_chunk_and_saves(tmp_path, repeat):
   import signal
   import subprocess
