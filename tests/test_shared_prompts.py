@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pg import configs, flops, model, sampler, tasks, train
+import test_train  # its tiny config
+from pg import flops, model, sampler, tasks, train
 
 
 def net_and_batch(value_head, N, G, P, T, seed=0):
@@ -116,18 +117,7 @@ def test_sampler_refuses_a_bad_group_size(group_size):
 
 
 def tiny(**overrides):
-  c = configs.base_config()
-  c.task.name = "needle"
-  c.task.options = {"length": 4, "num_symbols": 2, "exclusive": False}
-  c.model.update(num_layers=1, d_model=32, num_heads=2)
-  c.num_seeds, c.num_prompts, c.group_size = 2, 8, 4
-  c.updates_per_chunk, c.num_chunks = 2, 1
-  for k, v in overrides.items():
-    if isinstance(v, dict):
-      c[k].update(v)
-    else:
-      c[k] = v
-  return c
+  return test_train.tiny(updates_per_chunk=2, num_chunks=1, **overrides)
 
 
 @pytest.mark.parametrize("overrides", [
