@@ -15,18 +15,12 @@ import time
 
 import jax
 
-from pg import configs, experiment
+from pg import experiment
+from tiny_config import tiny
 
 
 def config():
-  c = configs.base_config()
-  c.task.name = "needle"
-  c.task.options = {"length": 4, "num_symbols": 2, "exclusive": False}
-  c.model.update(num_layers=1, d_model=32, num_heads=2)
-  c.num_seeds, c.num_prompts, c.group_size = 2, 8, 4
-  c.updates_per_chunk, c.num_chunks, c.checkpoint_every = 5, 12, 2
-  c.hparams.learning_rate = 3e-3
-  return c
+  return tiny(num_chunks=12, checkpoint_every=2)
 
 
 def die_in_save(checkpoints_dir: str, first_step: int):

@@ -14,7 +14,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_train import tiny  # noqa: E402
+from tiny_config import tiny  # noqa: E402
 
 from pg import experiment, train  # noqa: E402
 

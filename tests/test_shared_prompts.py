@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import test_train  # its tiny config
 from pg import flops, model, sampler, tasks, train
+from tiny_config import tiny as tiny_config
 
 
 def net_and_batch(value_head, N, G, P, T, seed=0):
@@ -117,7 +117,7 @@ def test_sampler_refuses_a_bad_group_size(group_size):
 
 
 def tiny(**overrides):
-  return test_train.tiny(updates_per_chunk=2, num_chunks=1, **overrides)
+  return tiny_config(updates_per_chunk=2, num_chunks=1, **overrides)
 
 
 @pytest.mark.parametrize("overrides", [

@@ -11,25 +11,10 @@ import numpy as np
 import pytest
 
 import pg
-from pg import configs, experiment, model, sampler, tasks, train
+from pg import experiment, model, sampler, tasks, train
+from tiny_config import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny(**overrides):
-  c = configs.base_config()
-  c.task.name = "needle"
-  c.task.options = {"length": 4, "num_symbols": 2, "exclusive": False}
-  c.model.update(num_layers=1, d_model=32, num_heads=2)
-  c.num_seeds, c.num_prompts, c.group_size = 2, 8, 4
-  c.updates_per_chunk, c.num_chunks, c.checkpoint_every = 5, 2, 1
-  c.hparams.learning_rate = 3e-3
-  for k, v in overrides.items():
-    if isinstance(v, dict):
-      c[k].update(v)
-    else:
-      c[k] = v
-  return c
 
 
 def run_chunks(config, n, hp=None):
