@@ -244,16 +244,21 @@ class PolicyValue(nn.Module):
   def hidden_and_values(self, tokens_BxL):
     """Final hidden states `[B, L, D]` (the LM head's input) and values, without the logits:
     `pg.head_log_probs_and_entropy` applies the head chunk by chunk."""
-    h_BxLxD, _ = self.trunk(tokens_BxL)
-    values_BxL: Optional[jax.Array] = None
-    if self.cfg.value_head == "shared":
-      values_BxL = self.value_out(h_BxLxD.astype(jnp.float32))[..., 0]
-    elif self.cfg.value_head == "separate":
-      hc_BxLxD, _ = self.critic_trunk(tokens_BxL)
-      values_BxL = self.value_out(hc_BxLxD.astype(jnp.float32))[..., 0]
+    h_BxLxD, values_BxL = self._hidden_and_values(lambda trunk: trunk(tokens_BxL)[0])
     if self.is_initializing():  # create the head's parameters too
       self.lm_head(h_BxLxD)
     return h_BxLxD, values_BxL
+
+  def _hidden_and_values(self, hidden):
+    """`hidden(trunk)` -> hidden states from the policy trunk, and values from the value head
+    on them (shared) or on the critic trunk's (separate), or None."""
+    h = hidden(self.trunk)
+    values: Optional[jax.Array] = None
+    if self.cfg.value_head == "shared":
+      values = self.value_out(h.astype(jnp.float32))[..., 0]
+    elif self.cfg.value_head == "separate":
+      values = self.value_out(hidden(self.critic_trunk).astype(jnp.float32))[..., 0]
+    return h, values
 
   def grouped_response_hidden_and_values(self, prompts_NxP, responses_BxT):
     """What `hidden_and_values` gives at the positions that predict each response token
@@ -267,13 +272,7 @@ class PolicyValue(nn.Module):
     def hidden(trunk):
       h_BxRxD, hp_NxPxD = trunk(inputs_BxR, prompt_NxP=prompts_NxP)
       return jnp.concatenate([jnp.repeat(hp_NxPxD[:, -1:], G, axis=0), h_BxRxD], axis=1)
-    h_BxTxD = hidden(self.trunk)
-    values_BxT: Optional[jax.Array] = None
-    if self.cfg.value_head == "shared":
-      values_BxT = self.value_out(h_BxTxD.astype(jnp.float32))[..., 0]
-    elif self.cfg.value_head == "separate":
-      values_BxT = self.value_out(hidden(self.critic_trunk).astype(jnp.float32))[..., 0]
-    return h_BxTxD, values_BxT
+    return self._hidden_and_values(hidden)
 
   def head(self, h_BxTxD):
     """The LM head: logits from final hidden states."""
