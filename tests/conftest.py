@@ -1,9 +1,16 @@
 """Test-session setup: XLA's persistent compilation cache, so the many tiny programs that differ
-only in traced values (one run per setting, resumed runs) compile once per session."""
+only in traced values (one run per setting, resumed runs) compile once per session; and on a
+GPU, deterministic kernels for the tests that want reruns and resumed runs bit-identical (XLA's
+GPU scatter-adds use atomics otherwise: those tests failed on an H200 without it). The flag is
+read when JAX's backend starts, so it is set before anything runs; the CPU ignores it."""
 
+import os
 import tempfile
 
-import jax
+os.environ["XLA_FLAGS"] = " ".join(
+    f for f in (os.environ.get("XLA_FLAGS", ""), "--xla_gpu_deterministic_ops=true") if f)
+
+import jax  # noqa: E402
 
 _CACHE = tempfile.mkdtemp(prefix="pg-tests-xla-cache-")
 jax.config.update("jax_compilation_cache_dir", _CACHE)

@@ -115,9 +115,13 @@ def test_chunked_path_never_materialises_float32_logits(dtype):
     return compiled.memory_analysis().temp_size_in_bytes
 
   dense, chunked = temp_bytes(None), temp_bytes(4096)
-  assert dense >= f32_bytes  # the dense path does hold float32 [B, T, V]
-  assert chunked < f32_bytes  # the chunked one holds less than one such array
-  assert chunked < dense / 3
+  assert chunked < f32_bytes  # the chunked path holds less than one float32 [B, T, V]
+  if jax.default_backend() == "cpu" or dtype == jnp.bfloat16:
+    # The dense path does hold one, so the accounting sees such an array when it is there.
+    # (On a GPU, XLA fuses float32 log-softmax and its gradient straight into the gradient
+    # buffer, which is an output, not a temporary; seen on an H200.)
+    assert dense >= f32_bytes
+    assert chunked < dense / 3
 
 
 @pytest.mark.parametrize("chunk_size", [8, 10, 37])
