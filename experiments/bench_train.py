@@ -35,8 +35,9 @@ def load_config(path):
   return module.get_config()
 
 
-def matmul_peak(n=2048, repeats=10):
-  """Best float32 matmul FLOP/s of this device, measured now (the MFU denominator)."""
+def matmul_peak(n, repeats=10):
+  """Best float32 matmul FLOP/s of this device, measured now (the MFU denominator), at JAX's
+  default matmul precision: the one the model's own matmuls run at (TF32 on recent GPUs)."""
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jax.numpy.float32)
   f = jax.jit(lambda a: a @ a)
   jax.block_until_ready(f(a))
@@ -157,19 +158,30 @@ def main():
   parser.add_argument("--learning-rates", type=float, nargs="+",
                       default=[3e-4, 1e-3, 3e-3, 1e-2])
   parser.add_argument("--sweep-seeds", type=int, default=8)
+  parser.add_argument("--grad-accum-steps", type=int, default=None,
+                      help="override the config's micro-batches per minibatch (memory for "
+                           "many seeds on one device)")
+  parser.add_argument("--peak-size", type=int, default=None,
+                      help="side of the square matmul that measures the peak (default: 2048 "
+                           "on CPU, 8192 on an accelerator)")
   args = parser.parse_args()
   config = load_config(args.config)
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPU cores, "
-        f"load average {os.getloadavg()[0]:.2f}")
+  if args.grad_accum_steps is not None:
+    with config.unlocked():
+      config.grad_accum_steps = args.grad_accum_steps
+  device = jax.devices()[0]
+  print(f"jax {jax.__version__}, backend {jax.default_backend()} ({device.device_kind}), "
+        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}")
   print(f"config {os.path.basename(args.config)}: task {config.task.name}, model "
         f"{config.model.num_layers}L×{config.model.d_model}, {config.num_prompts}×"
         f"{config.group_size} samples per update, {config.updates_per_chunk} updates per chunk\n")
   if args.sweep:
     bench_sweep(config, args.learning_rates, args.sweep_seeds, args.repeats)
     return
-  peak = matmul_peak()
-  print(f"float32 matmul peak measured now: {peak / 1e9:.0f} GFLOP/s (2048² @ 2048², best of "
-        f"10)\n")
+  n = args.peak_size or (2048 if jax.default_backend() == "cpu" else 8192)
+  peak = matmul_peak(n)
+  print(f"float32 matmul peak measured now: {peak / 1e9:,.0f} GFLOP/s ({n}² @ {n}², best of "
+        f"10, default precision); grad_accum_steps {config.grad_accum_steps}\n")
   rows = [bench(config, s, args.repeats, peak) for s in args.seeds]
   cols = list(rows[0])
   print("| " + " | ".join(cols) + " |")

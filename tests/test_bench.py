@@ -50,3 +50,14 @@ def test_bench_sweep_compares_one_program_with_runs_one_by_one(capsys):
   assert recompiled["s/update"] > reused["s/update"]  # adds 4 compiles to the same runs
   out = capsys.readouterr().out
   assert "| one program (2 rates × 2 seeds) | 1 |" in out
+
+
+def test_bench_train_main_applies_its_overrides(capsys, monkeypatch):
+  bench = load_script("bench_train")
+  monkeypatch.setattr(bench, "load_config", lambda path: tiny().lock())
+  monkeypatch.setattr("sys.argv", ["bench_train.py", "--seeds", "2", "--repeats", "1",
+                                   "--grad-accum-steps", "2", "--peak-size", "128"])
+  bench.main()
+  out = capsys.readouterr().out
+  assert "(128² @ 128², best of 10, default precision); grad_accum_steps 2" in out
+  assert "\n| 2 | " in out  # the row of 2 seeds
