@@ -6,7 +6,9 @@
 Starts from configs/bench_reference.py (width 128, 64 prompts × 4 samples, 24 tokens) and
 changes one thing per table. Each row: seconds per update for the whole compiled update, the
 sampler alone (same batch, jitted) and the rest (scoring, advantages, loss, optimizer), so the
-part that grows fastest is visible. The memory table compiles (without running) one update at
+part that grows fastest is visible. A row whose update would not fit in 80% of the memory
+(RAM on a CPU) runs in micro-batches (`grad_accum_steps`, doubled until it fits), and the row
+says how many. The memory table compiles (without running) one update at
 vocabulary 32768 and 1024-token responses, with the LM head and log-probs dense or chunked
 over the vocabulary, and reads XLA's temporary-buffer size.
 """
@@ -46,10 +48,36 @@ def timed(fn, *args, repeats=1):
   return best
 
 
+def memory_budget():
+  """Bytes one program may ask for: 80% of the accelerator's memory, or of the RAM on a CPU."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(0.8 * stats["bytes_limit"])
+  return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def fit_in_memory(config, budget):
+  """Compile one update; while XLA's temporaries and arguments exceed `budget`, double
+  config.grad_accum_steps (micro-batches, whole groups each) and compile again. Returns the
+  compiled chunk program; config keeps the micro-batch count that fits."""
+  batch = config.num_prompts * config.group_size
+  while True:
+    init, chunk = train.make_programs(config)
+    state = jax.eval_shape(init, train.seed_keys(config), train.hparams_from_config(config))
+    compiled = chunk.lower(state).compile()
+    m = compiled.memory_analysis()
+    need = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+    more = 2 * config.grad_accum_steps
+    if need <= budget or batch % (more * config.group_size):
+      return init, compiled
+    with config.unlocked():
+      config.grad_accum_steps = more
+
+
 def time_update(config, repeats):
   task = make_task(config.task.name, **config.task.options)
   mcfg = train.model_config(config, task)
-  init, chunk = train.make_programs(config)
+  init, chunk = fit_in_memory(config, memory_budget())
   state = init(train.seed_keys(config), train.hparams_from_config(config))
   holder = {"state": state}
 
@@ -84,12 +112,12 @@ def scaling(name, values, apply, repeats):
     try:
       total, sampling = time_update(config, repeats)
     except jax.errors.JaxRuntimeError as e:  # e.g. RESOURCE_EXHAUSTED: say so, go on
-      rows.append([str(v), f"failed: {str(e).splitlines()[0][:80]}", "", "", ""])
+      rows.append([str(v), f"failed: {str(e).splitlines()[0][:80]}", "", "", "", ""])
       continue
     rows.append([str(v), f"{total:.3f}", f"{sampling:.3f}", f"{max(total - sampling, 0):.3f}",
-                 f"{100 * sampling / total:.0f}%"])
+                 f"{100 * sampling / total:.0f}%", str(config.grad_accum_steps)])
   table(f"time per update vs {name}", rows,
-        [name, "update s", "sampling s", "rest s", "sampling share"])
+        [name, "update s", "sampling s", "rest s", "sampling share", "micro-batches"])
 
 
 def memory_table():

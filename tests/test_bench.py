@@ -61,3 +61,13 @@ def test_bench_train_main_applies_its_overrides(capsys, monkeypatch):
   out = capsys.readouterr().out
   assert "(128² @ 128², best of 10, default precision); grad_accum_steps 2" in out
   assert "\n| 2 | " in out  # the row of 2 seeds
+
+
+def test_bench_scaling_splits_an_update_into_micro_batches_until_it_fits():
+  bench = load_script("bench_scaling")
+  config = tiny()  # 4 prompts × 2 samples: micro-batches of whole groups go up to 4
+  bench.fit_in_memory(config, budget=2**40)
+  assert config.grad_accum_steps == 1
+  _, compiled = bench.fit_in_memory(config, budget=0)
+  assert config.grad_accum_steps == 4  # 8 samples in groups of 2: no smaller whole-group split
+  assert compiled.memory_analysis().temp_size_in_bytes > 0
