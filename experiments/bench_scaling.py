@@ -14,7 +14,6 @@ over the vocabulary, and reads XLA's temporary-buffer size.
 """
 
 import argparse
-import importlib.util
 import os
 import time
 
@@ -22,17 +21,14 @@ import jax
 import jax.numpy as jnp
 
 from pg import sampler, train
+from pg.configs import load_config_file
 from pg.tasks import make_task
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def reference_config():
-  path = os.path.join(ROOT, "configs", "bench_reference.py")
-  spec = importlib.util.spec_from_file_location("bench_reference", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config_file(os.path.join(ROOT, "configs", "bench_reference.py"))
   with config.unlocked():
     config.updates_per_chunk = 1
   return config

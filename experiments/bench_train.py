@@ -14,7 +14,6 @@ the whole grid and run-updates per second.
 """
 
 import argparse
-import importlib.util
 import os
 import resource
 import statistics
@@ -25,14 +24,8 @@ import jax
 import numpy as np
 
 from pg import flops, sweep, train
+from pg.configs import load_config_file as load_config
 from pg.tasks import make_task
-
-
-def load_config(path):
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def matmul_peak(n, repeats=10):

@@ -1,5 +1,8 @@
 """The base experiment config; files in configs/ start from it and change what they need."""
 
+import importlib.util
+import os
+
 import ml_collections
 
 from ml_collections.config_dict import placeholder
@@ -53,3 +56,12 @@ def base_config():
   c.sweep = ml_collections.ConfigDict({**sweep, "runs_per_batch": 0, "memory_budget_mib": 0.0})
   c.hparams.learning_rate = 3e-3
   return c
+
+
+def load_config_file(path):
+  """`get_config()` of the config file at `path` (as the scripts' --config reads it)."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"pg_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

@@ -1,7 +1,6 @@
 """The model, the sampler and the compiled train step, end to end on tiny configs."""
 
 import glob
-import importlib.util
 import json
 import os
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 import pg
-from pg import experiment, model, sampler, tasks, train
+from pg import configs, experiment, model, sampler, tasks, train
 from tiny_config import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -197,17 +196,10 @@ def test_bad_config_fails_before_compiling(override, match):
     train.make_train(tiny(**override))
 
 
-def load_config(path):
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 @pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                                         if "enumerable" not in p), ids=os.path.basename)
 def test_every_config_runs_one_shrunk_chunk(path):
-  config = load_config(path)
+  config = configs.load_config_file(path)
   text = open(path).read()
   assert any(f"python experiments/{script}.py" in text  # opens with its command
              for script in ("train", "sweep", "rlhf"))
