@@ -71,3 +71,27 @@ def test_bench_scaling_splits_an_update_into_micro_batches_until_it_fits():
   _, compiled = bench.fit_in_memory(config, budget=0)
   assert config.grad_accum_steps == 4  # 8 samples in groups of 2: no smaller whole-group split
   assert compiled.memory_analysis().temp_size_in_bytes > 0
+
+
+def test_matmul_bound_covers_the_update_s_matmul_flops():
+  """The bound times the products pg.flops counts for the dense layers and the LM head: its
+  FLOPs are the update's minus attention (QKᵀ, AV) and the prompt prefill."""
+  from pg import flops
+  from pg.tasks import make_task
+  bench = load_script("bench_matmul_bound")
+  config = tiny()
+  rows = bench.bound(config)
+  assert [r[0] for r in rows] == ["trainer forward", "trainer input gradient",
+                                  "trainer weight gradient", "sampling: 4 decode steps"]
+  assert all(s > 0 for _, s, _ in rows)
+  task = make_task(config.task.name, **config.task.options)
+  m, B = config.model, config.num_prompts * config.group_size
+  P, T = task.prompt_len, task.max_new_tokens
+  trunk = lambda a: flops.forward_flops_per_token(m.d_model, m.num_layers, task.vocab_size, a,
+                                                  with_head=False)
+  attention = lambda a: m.num_layers * 4 * m.d_model * a
+  head = 2 * m.d_model * task.vocab_size
+  trained = (config.num_prompts * P * (trunk(P) - attention(P))
+             + B * (T - 1) * (trunk(P + T - 1) - attention(P + T - 1)) + B * T * head)
+  sampled = B * T * (trunk(P + T + 1) - attention(P + T + 1) + head)
+  assert sum(f for _, _, f in rows) == pytest.approx(3 * trained + sampled)
