@@ -132,23 +132,30 @@ def attend_after_prefix(q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh, k_NxPxHxDh, v_NxPxHx
   return out_NxGxLxHxDh.reshape(B, L, H, Dh)
 
 
-def init_cache(cfg: ModelConfig, batch_size: int):
-  """Zeros for every layer's keys and values: a list of (k, v), each `[B, H, S, Dh]`."""
-  shape = (batch_size, cfg.num_heads, cfg.max_len, cfg.head_dim)
-  return [(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype))
-          for _ in range(cfg.num_layers)]
+def init_cache(cfg: ModelConfig, batch_size: int, block_sizes=None):
+  """Zeros for every layer's keys and values: a list over layers of blocks along the positions,
+  each block a (k, v) pair of `[B, H, S_b, Dh]`; `block_sizes` (static, summing to max_len)
+  defaults to one block. A decode step that writes into block j reads blocks 0..j only."""
+  block_sizes = (cfg.max_len,) if block_sizes is None else tuple(block_sizes)
+  if sum(block_sizes) != cfg.max_len or min(block_sizes) < 1:
+    raise ValueError(f"init_cache: block sizes {block_sizes} must be positive and sum to "
+                     f"model.max_len = {cfg.max_len}.")
+  zeros = lambda n: jnp.zeros((batch_size, cfg.num_heads, n, cfg.head_dim), cfg.dtype)
+  return [tuple((zeros(n), zeros(n)) for n in block_sizes) for _ in range(cfg.num_layers)]
 
 
 class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, pos, kv=None, prefix=None):
+  def __call__(self, x_BxLxD, pos, kv=None, prefix=None, write_block=0):
     """One block. Modes, by argument:
 
     - neither: a full sequence (causal self-attention); returns this block's (k, v),
       `[B, L, H, Dh]` each, which the grouped mode passes on as `prefix`;
-    - `kv` (a cache): decoding at positions pos..pos+L−1; returns the updated cache;
+    - `kv` (this layer's cache blocks, `init_cache`): decoding at positions pos..pos+L−1, which
+      lie in block `write_block` (static); reads blocks 0..write_block, returns the updated
+      blocks;
     - `prefix` (k, v of the group's prompt, `[N, P, H, Dh]`, B = N·G): tokens that follow the
       prompt shared by G consecutive rows; returns None.
     """
@@ -166,27 +173,35 @@ class Block(nn.Module):
       out_BxLxHxDh = jax.nn.dot_product_attention(q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh,
                                                   is_causal=True)
       new_kv = (k_BxLxHxDh, v_BxLxHxDh)
-    else:  # decoding: the cache's positions before `pos`, read before this call's write, then
-      # the block's own keys, causally masked among themselves
-      k_cache, v_cache = kv
-      S = k_cache.shape[2]
+    else:  # decoding: the cache's positions before `pos` (blocks 0..write_block, read before
+      # this call's write), then the block's own keys, causally masked among themselves
+      j = write_block
+      sizes = [k.shape[2] for k, _ in kv]
+      first = [sum(sizes[:b]) for b in range(len(sizes))]  # each block's first position
       q_BxHxLxDh, k_BxHxLxDh, v_BxHxLxDh = (
           x.transpose(0, 2, 1, 3) for x in (q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh))
       q_pos_L = pos + jnp.arange(L)
       scores_BxHxLxL = jnp.einsum("bhld,bhsd->bhls", q_BxHxLxDh, k_BxHxLxDh).astype(jnp.float32)
       scores_BxHxLxL = jnp.where(q_pos_L[None, :] <= q_pos_L[:, None], scores_BxHxLxL, -1e30)
-      scores_BxHxLxS = jnp.einsum("bhld,bhsd->bhls", q_BxHxLxDh, k_cache).astype(jnp.float32)
-      scores_BxHxLxS = jnp.where((jnp.arange(S) < pos)[None, :], scores_BxHxLxS, -1e30)
-      scores = jnp.concatenate([scores_BxHxLxS, scores_BxHxLxL], axis=-1) / jnp.sqrt(Dh)
+      parts = []
+      for b in range(j + 1):  # blocks before j are whole positions before pos: no mask
+        s = jnp.einsum("bhld,bhsd->bhls", q_BxHxLxDh, kv[b][0]).astype(jnp.float32)
+        parts.append(s if b < j else jnp.where(
+            (first[j] + jnp.arange(sizes[j]) < pos)[None, :], s, -1e30))
+      scores = jnp.concatenate(parts + [scores_BxHxLxL], axis=-1) / jnp.sqrt(Dh)
       attn = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)
-      out_BxHxLxDh = (jnp.einsum("bhls,bhsd->bhld", attn[..., :S], v_cache)
-                      + jnp.einsum("bhls,bhsd->bhld", attn[..., S:], v_BxHxLxDh))
+      out_BxHxLxDh = jnp.einsum("bhls,bhsd->bhld", attn[..., first[j] + sizes[j]:], v_BxHxLxDh)
+      for b in range(j + 1):
+        out_BxHxLxDh += jnp.einsum("bhls,bhsd->bhld",
+                                   attn[..., first[b]:first[b] + sizes[b]], kv[b][1])
       out_BxLxHxDh = out_BxHxLxDh.transpose(0, 2, 1, 3)
-      # The write is the cache's only use after the read above, so XLA can do it in place.
+      # The write is the block's only use after the read above, so XLA can do it in place.
       zero = jnp.zeros((), jnp.int32)
-      starts = (zero, zero, jnp.asarray(pos, jnp.int32), zero)
-      new_kv = (update_slice(k_cache, k_BxHxLxDh.astype(k_cache.dtype), starts),
-                update_slice(v_cache, v_BxHxLxDh.astype(v_cache.dtype), starts))
+      starts = (zero, zero, jnp.asarray(pos - first[j], jnp.int32), zero)
+      k_j, v_j = kv[j]
+      new_kv = (kv[:j] + ((update_slice(k_j, k_BxHxLxDh.astype(k_j.dtype), starts),
+                           update_slice(v_j, v_BxHxLxDh.astype(v_j.dtype), starts)),)
+                + kv[j + 1:])
     x_BxLxD = x_BxLxD + dense(D, "attn_out")(out_BxLxHxDh.reshape(B, L, D))
     h = nn.LayerNorm(dtype=cfg.dtype, name="ln_mlp")(x_BxLxD)
     h = dense(D, "mlp_out")(nn.gelu(dense(cfg.mlp_ratio * D, "mlp_in")(h)))
@@ -198,9 +213,9 @@ class Trunk(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxL, pos=0, cache=None, prompt_NxP=None):
+  def __call__(self, tokens_BxL, pos=0, cache=None, prompt_NxP=None, write_block=0):
     """Hidden states `[B, L, D]` and a second output by mode: the updated cache (decoding with
-    `cache`), the prompt's hidden states `[N, P, D]` (with `prompt_NxP`: tokens_BxL follow the
+    `cache`, writing into its block `write_block`), the prompt's hidden states `[N, P, D]` (with `prompt_NxP`: tokens_BxL follow the
     prompt shared by G = B / N consecutive rows, at positions P..P+L−1), else None."""
     cfg = self.cfg
     embed = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed")
@@ -219,7 +234,7 @@ class Trunk(nn.Module):
     x = embed_at(tokens_BxL, pos)
     new_cache = []
     for i, block in enumerate(blocks):
-      x, kv = block(x, pos, None if cache is None else cache[i])
+      x, kv = block(x, pos, None if cache is None else cache[i], write_block=write_block)
       new_cache.append(kv)
     return ln_final(x), (None if cache is None else new_cache)
 
@@ -278,9 +293,10 @@ class PolicyValue(nn.Module):
     """The LM head: logits from final hidden states."""
     return self.lm_head(h_BxTxD)
 
-  def decode(self, tokens_BxL, pos, cache):
-    """Policy logits for tokens at positions pos..pos+L−1, reading and writing the cache."""
-    h_BxLxD, cache = self.trunk(tokens_BxL, pos, cache)
+  def decode(self, tokens_BxL, pos, cache, write_block=0):
+    """Policy logits for tokens at positions pos..pos+L−1, reading and writing the cache; the
+    positions lie in cache block `write_block` (static), and later blocks are not read."""
+    h_BxLxD, cache = self.trunk(tokens_BxL, pos, cache, write_block=write_block)
     return self.lm_head(h_BxLxD), cache
 
 

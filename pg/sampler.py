@@ -1,5 +1,10 @@
 """Autoregressive sampling with a KV cache, compiled whole: one prefill, then `lax.scan`.
 
+The cache is kept in blocks along the positions: the prompt and the first `DECODE_BLOCK`
+response slots, then `DECODE_BLOCK` slots each. The scan runs block by block, and a step reads
+only the blocks up to its own, so a long response's early tokens do not attend over the empty
+rest of the cache (about half the attention reads of one whole cache at T ≫ DECODE_BLOCK).
+
 Every prompt has the same length P; the response has T = `max_new_tokens` slots. A row stops at
 its first end token (kept, with mask 1: it is a generated, trained token); the slots after it
 hold `pad_id` with mask 0. Behaviour log-probs come from `pg.token_log_probs` on the very logits
@@ -16,6 +21,8 @@ import jax.numpy as jnp
 from pg import _checks
 from pg.logprobs import token_log_probs
 from pg.model import ModelConfig, PolicyValue, init_cache
+
+DECODE_BLOCK = 128  # response slots per cache block (one scan per block)
 
 
 class Samples(NamedTuple):
@@ -45,13 +52,19 @@ def sample(params, cfg: ModelConfig, prompts_NxP, key, *, max_new_tokens: int, e
     raise ValueError(f"{fn}: prompt length {P} + max_new_tokens {max_new_tokens} exceeds the "
                      f"model's context model.max_len = {cfg.max_len}.")
   model = PolicyValue(cfg)
-  decode = lambda tokens, pos, cache: model.apply(params, tokens, pos, cache,
-                                                  method=PolicyValue.decode)
-  logits_NxPxV, cache = decode(prompts_NxP, 0, init_cache(cfg, N))
+  decode = lambda tokens, pos, cache, block=0: model.apply(params, tokens, pos, cache, block,
+                                                           method=PolicyValue.decode)
+  # Block j holds the slots of scan segment j (block 0 also the prompt); the last one takes
+  # whatever of the model's context is left beyond the response.
+  segments = [(t, min(t + DECODE_BLOCK, max_new_tokens))
+              for t in range(0, max_new_tokens, DECODE_BLOCK)] or [(0, 0)]
+  sizes = [P + segments[0][1]] + [stop - start for start, stop in segments[1:]]
+  sizes[-1] += cfg.max_len - sum(sizes)
+  logits_NxPxV, cache = decode(prompts_NxP, 0, init_cache(cfg, N, sizes))
   repeat = lambda x: jnp.repeat(x, group_size, axis=0) if group_size > 1 else x
   logits_Bx1xV, cache = repeat(logits_NxPxV[:, -1:]), jax.tree_util.tree_map(repeat, cache)
 
-  def step(carry, t):
+  def step(carry, t, block):
     cache, logits_BxV, done_B = carry
     y_B = jax.random.categorical(jax.random.fold_in(key, t),
                                  logits_BxV.astype(jnp.float32) / temperature).astype(jnp.int32)
@@ -60,13 +73,16 @@ def sample(params, cfg: ModelConfig, prompts_NxP, key, *, max_new_tokens: int, e
     y_B = jnp.where(live_B, y_B, pad_id)
     mask_B = live_B.astype(jnp.float32)
     done_B = done_B | (y_B == eos_id)
-    next_logits_Bx1xV, cache = decode(y_B[:, None], P + t, cache)
+    next_logits_Bx1xV, cache = decode(y_B[:, None], P + t, cache, block)
     return (cache, next_logits_Bx1xV[:, 0], done_B), (y_B, logp_B * mask_B, mask_B)
 
-  init = (cache, logits_Bx1xV[:, 0], jnp.zeros((B,), bool))
-  (_, _, done_B), (y_TxB, logp_TxB, mask_TxB) = jax.lax.scan(
-      step, init, jnp.arange(max_new_tokens))
-  return Samples(y_TxB.T, logp_TxB.T, mask_TxB.T, ~done_B)
+  carry = (cache, logits_Bx1xV[:, 0], jnp.zeros((B,), bool))
+  outs = []
+  for j, (start, stop) in enumerate(segments):
+    carry, out = jax.lax.scan(lambda c, t, j=j: step(c, t, j), carry, jnp.arange(start, stop))
+    outs.append(out)
+  y_TxB, logp_TxB, mask_TxB = (jnp.concatenate(x, axis=0) for x in zip(*outs))
+  return Samples(y_TxB.T, logp_TxB.T, mask_TxB.T, ~carry[2])
 
 
 def response_logits(logits_BxLxV, prompt_len: int):

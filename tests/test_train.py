@@ -41,6 +41,54 @@ def test_kv_cache_decoding_equals_full_forward():
   np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
 
 
+def test_decoding_reads_no_cache_block_after_its_own():
+  cfg = model.ModelConfig(vocab_size=9, max_len=10)
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  net = model.PolicyValue(cfg)
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 7), 0, 9)
+  decode = jax.jit(lambda p, x, t, c, j: net.apply(p, x, t, c, j,
+                                                   method=model.PolicyValue.decode),
+                   static_argnums=4)
+  one = model.init_cache(cfg, 3)
+  blocks = model.init_cache(cfg, 3, (4, 2, 4))  # positions 0-3, 4-5, 6-9
+  _, one = decode(params, tokens[:, :4], 0, one, 0)
+  _, blocks = decode(params, tokens[:, :4], 0, blocks, 0)
+  for t, j in ((4, 1), (5, 1), (6, 2)):
+    # Unwritten blocks after block j hold NaN: a read of them would show in the logits.
+    poisoned = [kv[:j + 1] + tuple((k * jnp.nan, v * jnp.nan) for k, v in kv[j + 1:])
+                for kv in blocks]
+    want, one = decode(params, tokens[:, t:t + 1], t, one, 0)
+    got, _ = decode(params, tokens[:, t:t + 1], t, poisoned, j)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    _, blocks = decode(params, tokens[:, t:t + 1], t, blocks, j)
+  # Each step wrote its keys into its own block (position 6 is block 2's first).
+  np.testing.assert_array_equal(blocks[0][2][0][:, :, :1], one[0][0][0][:, :, 6:7])
+  with pytest.raises(ValueError, match="must be positive and sum to model.max_len = 10"):
+    model.init_cache(cfg, 3, (4, 4))
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+def test_decoding_in_blocks_samples_the_same(monkeypatch, block):
+  """The sampler's cache blocks (a scan per DECODE_BLOCK slots, each step reading only the blocks
+  up to its own) give the samples of one block over the whole context."""
+  task = tasks.make_task("addition", num_digits=1)
+  cfg = model.ModelConfig(vocab_size=task.vocab_size, max_len=task.prompt_len + 6)
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  prompts = task.sample_prompts(jax.random.PRNGKey(1), 16)
+
+  def run():
+    return jax.jit(lambda p, k: sampler.sample(p, cfg, prompts, k, max_new_tokens=6,
+                                               eos_id=task.eos_id, pad_id=task.pad_id,
+                                               group_size=2))(params, jax.random.PRNGKey(2))
+  whole = run()
+  monkeypatch.setattr(sampler, "DECODE_BLOCK", block)
+  parts = run()
+  np.testing.assert_array_equal(parts.tokens_BxT, whole.tokens_BxT)
+  np.testing.assert_array_equal(parts.mask_BxT, whole.mask_BxT)
+  np.testing.assert_array_equal(parts.truncated_B, whole.truncated_B)
+  np.testing.assert_allclose(parts.logp_BxT, whole.logp_BxT, atol=1e-6)
+
+
 def test_sampler_end_token_padding_and_behaviour_logprobs():
   task = tasks.make_task("addition", num_digits=1)
   cfg = model.ModelConfig(vocab_size=task.vocab_size, max_len=task.prompt_len + 6)
