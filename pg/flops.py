@@ -10,8 +10,10 @@ positions) and the LM head 2·d·V where it is applied. A backward pass costs tw
 With N prompts of P tokens, G samples each (B = N·G rows), T response slots and S = P + T,
 one update is:
 
-- sampling: a prefill of the N prompts (P tokens each, attending over the S-slot cache, head
-  on every position), then T decode steps of B rows (attending over S + 1 positions);
+- sampling: a prefill of the N prompts (P tokens each, attending over cache block 0 and
+  themselves, head on every position), then T decode steps of B rows, each attending over the
+  cache blocks up to its own and itself (`pg.sampler`: block 0 holds the prompt and the first
+  DECODE_BLOCK slots, each later block DECODE_BLOCK slots);
 - a trainer forward over the response positions: with `pg.train.shares_prompts`, the N prompts
   (attending P) and B rows of T − 1 response tokens (attending P + T − 1); else B rows of S
   tokens (attending S, as the compiled causal kernel does); the head on the T predicting
@@ -41,7 +43,10 @@ def update_flops(config, task) -> float:
   trunk = lambda attended: forward_flops_per_token(m.d_model, m.num_layers, task.vocab_size,
                                                    attended, with_head=False)
   head = 2 * m.d_model * task.vocab_size
-  sampling = N * P * (trunk(S) + head) + B * T * (trunk(S + 1) + head)
+  from pg.sampler import DECODE_BLOCK
+  reach = lambda t: P + min((t // DECODE_BLOCK + 1) * DECODE_BLOCK, T)  # blocks read at slot t
+  sampling = (N * P * (trunk(reach(0) + P) + head)
+              + B * sum(trunk(reach(t) + 1) + head for t in range(T)))
   if shares_prompts(config):
     trainer_trunk = N * P * trunk(P) + B * (T - 1) * trunk(P + T - 1)
   else:

@@ -299,6 +299,42 @@ def test_flop_count_matches_xla_for_a_forward_pass(d_model, num_layers, vocab, s
   assert 0.9 < ours / compiled.cost_analysis()["flops"] <= 1.0
 
 
+def test_flop_count_of_decode_steps_matches_xla_for_each_cache_block(monkeypatch):
+  """pg.flops charges a decode step at slot t for the cache blocks up to its own: check that
+  against XLA's count of one compiled step per slot, with blocks of 2 slots."""
+  from pg import flops
+  monkeypatch.setattr(sampler, "DECODE_BLOCK", 2)
+  B, P, T = 8, 4, 6
+  cfg = model.ModelConfig(vocab_size=64, max_len=P + T, num_layers=2, d_model=128, num_heads=4,
+                          value_head="none")
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  cache = model.init_cache(cfg, B, (P + 2, 2, 2))
+  net = model.PolicyValue(cfg)
+  trunk = lambda a: flops.forward_flops_per_token(128, 2, 64, a)
+  charged = []
+  for t in range(T):
+    step = jax.jit(lambda p, c, j=t // 2: net.apply(p, jnp.zeros((B, 1), jnp.int32), P + t, c, j,
+                                                    method=model.PolicyValue.decode)[0])
+    xla = step.lower(params, cache).compile().cost_analysis()["flops"]
+    reach = P + 2 * (t // 2 + 1)  # positions in blocks 0..t//2
+    assert 0.9 < B * trunk(reach + 1) / xla <= 1.0, t
+    charged.append(B * trunk(reach + 1))
+  # update_flops uses the same reach: its sampling part, less the prefill, is their sum.
+  config = tiny(num_prompts=2, group_size=4, model={"num_layers": 2, "d_model": 128,
+                                                    "num_heads": 4, "value_head": "none"})
+  with config.unlocked():
+    config.task.name = "target_token"
+    config.task.options = {"vocab_size": 64, "prompt_len": P, "length": T, "target": 3}
+  task = tasks.make_task(config.task.name, **config.task.options)
+  total = flops.update_flops(config, task)
+  monkeypatch.setattr(sampler, "DECODE_BLOCK", 10**6)  # one block: every step reads all of it
+  one_block = flops.update_flops(config, task)
+  trunk_only = lambda a: flops.forward_flops_per_token(128, 2, 64, a, with_head=False)
+  prefill = 2 * P * (trunk_only(P + T + P) - trunk_only(P + 2 + P))  # block 0 and the prompt
+  assert one_block - total == pytest.approx(
+      prefill + sum(B * trunk(P + T + 1) - c for c in charged))
+
+
 def test_target_token_task_has_no_end_token():
   task = tasks.make_task("target_token", vocab_size=64, length=24, target=7)
   cfg = model.ModelConfig(vocab_size=64, max_len=32)
