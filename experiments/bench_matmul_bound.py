@@ -12,23 +12,13 @@ Compare it with bench_train's seconds per update to see what share goes to the r
 
 import argparse
 import os
-import time
 
 import jax
 
 from pg import train
 from pg.configs import load_config_file
+from pg.timing import best_time
 from pg.tasks import make_task
-
-
-def best_time(f, *args, repeats=30):
-  jax.block_until_ready(f(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
 
 
 _PRODUCTS = {  # (m, k, n): the forward is [m, k] @ [k, n]; each pass as the backward does it
@@ -43,7 +33,7 @@ def time_product(m, k, n, kind):
   shapes, fn = _PRODUCTS[kind]
   key = jax.random.PRNGKey(0)
   a, b = (jax.random.normal(key, s) for s in shapes(m, k, n))
-  return best_time(jax.jit(fn), a, b), 2 * m * k * n
+  return best_time(jax.jit(fn), a, b, repeats=30), 2 * m * k * n
 
 
 def layer_shapes(d, mlp_ratio):

@@ -15,13 +15,13 @@ over the vocabulary, and reads XLA's temporary-buffer size.
 
 import argparse
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 
 from pg import sampler, train
 from pg.configs import load_config_file
+from pg.timing import best_time
 from pg.tasks import make_task
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -32,16 +32,6 @@ def reference_config():
   with config.unlocked():
     config.updates_per_chunk = 1
   return config
-
-
-def timed(fn, *args, repeats=1):
-  jax.block_until_ready(fn(*args))  # compile + warm up
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
 
 
 def memory_budget():
@@ -80,14 +70,14 @@ def time_update(config, repeats):
   def step():
     holder["state"], metrics = chunk(holder["state"])
     return metrics
-  total = timed(step, repeats=repeats)
+  total = best_time(step, repeats=repeats)
   prompts = jnp.zeros((config.num_seeds, config.num_prompts, task.prompt_len), jnp.int32)
   sample = jax.jit(jax.vmap(lambda p, pr, k: sampler.sample(  # as the train step samples
       p, mcfg, pr, k, max_new_tokens=task.max_new_tokens, eos_id=task.eos_id,
       pad_id=task.pad_id, group_size=config.group_size)),
       compiler_options=train.compiler_options())
   keys = train.seed_keys(config)
-  sampling = timed(sample, holder["state"].params, prompts, keys, repeats=repeats)
+  sampling = best_time(sample, holder["state"].params, prompts, keys, repeats=repeats)
   return total, sampling
 
 

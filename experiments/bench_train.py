@@ -25,6 +25,7 @@ import numpy as np
 
 from pg import flops, sweep, train
 from pg.configs import load_config_file as load_config
+from pg.timing import best_time
 from pg.tasks import make_task
 
 
@@ -32,14 +33,7 @@ def matmul_peak(n, repeats=10):
   """Best float32 matmul FLOP/s of this device, measured now (the MFU denominator), at JAX's
   default matmul precision: the one the model's own matmuls run at (TF32 on recent GPUs)."""
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jax.numpy.float32)
-  f = jax.jit(lambda a: a @ a)
-  jax.block_until_ready(f(a))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(f(a))
-    best = min(best, time.perf_counter() - start)
-  return 2 * n ** 3 / best
+  return 2 * n ** 3 / best_time(jax.jit(lambda a: a @ a), a, repeats=repeats)
 
 
 def bench(config, num_seeds, repeats, peak):

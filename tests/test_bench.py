@@ -95,3 +95,10 @@ def test_matmul_bound_covers_the_update_s_matmul_flops():
              + B * (T - 1) * (trunk(P + T - 1) - attention(P + T - 1)) + B * T * head)
   sampled = B * T * (trunk(P + T + 1) - attention(P + T + 1) + head)
   assert sum(f for _, _, f in rows) == pytest.approx(3 * trained + sampled)
+
+
+def test_best_time_warms_up_once_then_keeps_the_fastest_call():
+  from pg.timing import best_time
+  calls = []
+  seconds = best_time(lambda x: calls.append(x) or x, 1.0, repeats=4)
+  assert len(calls) == 5 and 0 <= seconds < 1  # one untimed call, then 4 timed
