@@ -43,10 +43,11 @@ def update_flops(config, task) -> float:
   trunk = lambda attended: forward_flops_per_token(m.d_model, m.num_layers, task.vocab_size,
                                                    attended, with_head=False)
   head = 2 * m.d_model * task.vocab_size
-  from pg.sampler import DECODE_BLOCK
-  reach = lambda t: P + min((t // DECODE_BLOCK + 1) * DECODE_BLOCK, T)  # blocks read at slot t
-  sampling = (N * P * (trunk(reach(0) + P) + head)
-              + B * sum(trunk(reach(t) + 1) + head for t in range(T)))
+  from pg.sampler import cache_blocks
+  segments, sizes = cache_blocks(P, T, S)  # the model's context is P + T (pg.train)
+  sampling = N * P * (trunk(sizes[0] + P) + head)  # prefill: block 0 and the prompt itself
+  for j, (start, stop) in enumerate(segments):  # a step in segment j reads blocks 0..j
+    sampling += B * (stop - start) * (trunk(sum(sizes[:j + 1]) + 1) + head)
   if shares_prompts(config):
     trainer_trunk = N * P * trunk(P) + B * (T - 1) * trunk(P + T - 1)
   else:

@@ -215,8 +215,9 @@ class Trunk(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxL, pos=0, cache=None, prompt_NxP=None, write_block=0):
     """Hidden states `[B, L, D]` and a second output by mode: the updated cache (decoding with
-    `cache`, writing into its block `write_block`), the prompt's hidden states `[N, P, D]` (with `prompt_NxP`: tokens_BxL follow the
-    prompt shared by G = B / N consecutive rows, at positions P..P+L−1), else None."""
+    `cache`, writing into its block `write_block`), the prompt's hidden states `[N, P, D]`
+    (with `prompt_NxP`: tokens_BxL follow the prompt shared by G = B / N consecutive rows, at
+    positions P..P+L−1), else None."""
     cfg = self.cfg
     embed = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed")
     pos_embed = nn.Embed(cfg.max_len, cfg.d_model, name="pos_embed")

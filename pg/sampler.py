@@ -25,6 +25,17 @@ from pg.model import ModelConfig, PolicyValue, init_cache
 DECODE_BLOCK = 128  # response slots per cache block (one scan per block)
 
 
+def cache_blocks(prompt_len: int, max_new_tokens: int, max_len: int):
+  """The sampler's cache layout: `segments`, the [start, stop) response slots of each scan, and
+  `sizes`, the positions of each cache block. Block j holds segment j's slots (block 0 also the
+  prompt); the last block takes whatever of the model's context is left beyond the response."""
+  segments = [(t, min(t + DECODE_BLOCK, max_new_tokens))
+              for t in range(0, max_new_tokens, DECODE_BLOCK)] or [(0, 0)]
+  sizes = [prompt_len + segments[0][1]] + [stop - start for start, stop in segments[1:]]
+  sizes[-1] += max_len - sum(sizes)
+  return segments, sizes
+
+
 class Samples(NamedTuple):
   tokens_BxT: jax.Array     # int32 response tokens, pad after the end token
   logp_BxT: jax.Array       # float32 behaviour log-probs, 0 where masked
@@ -54,12 +65,7 @@ def sample(params, cfg: ModelConfig, prompts_NxP, key, *, max_new_tokens: int, e
   model = PolicyValue(cfg)
   decode = lambda tokens, pos, cache, block=0: model.apply(params, tokens, pos, cache, block,
                                                            method=PolicyValue.decode)
-  # Block j holds the slots of scan segment j (block 0 also the prompt); the last one takes
-  # whatever of the model's context is left beyond the response.
-  segments = [(t, min(t + DECODE_BLOCK, max_new_tokens))
-              for t in range(0, max_new_tokens, DECODE_BLOCK)] or [(0, 0)]
-  sizes = [P + segments[0][1]] + [stop - start for start, stop in segments[1:]]
-  sizes[-1] += cfg.max_len - sum(sizes)
+  segments, sizes = cache_blocks(P, max_new_tokens, cfg.max_len)
   logits_NxPxV, cache = decode(prompts_NxP, 0, init_cache(cfg, N, sizes))
   repeat = lambda x: jnp.repeat(x, group_size, axis=0) if group_size > 1 else x
   logits_Bx1xV, cache = repeat(logits_NxPxV[:, -1:]), jax.tree_util.tree_map(repeat, cache)
