@@ -22,9 +22,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 import pg
-from pg import configs, experiment, model, rlhf, sampler, sweep, tasks, text, train
+from pg import experiment, model, rlhf, sampler, sweep, tasks, text, train
 
 from compile_guard import no_compiles
+from tiny_config import tiny
 
 
 class Case(NamedTuple):
@@ -37,16 +38,14 @@ class Case(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------
-# Configs: the smallest that trains, with fields replaced (a dict value sets its keys one by one,
-# so `task={"options": {}}` replaces the options instead of merging them).
+# Configs: the tests' tiny config cut to the smallest that trains (1 seed, 4 prompts × 2, width
+# 16, one update), with fields replaced (a dict value sets its keys one by one, so
+# `task={"options": {}}` replaces the options instead of merging them).
 
 def small(**overrides):
-  c = configs.base_config()
-  c.task.name = "needle"
-  c.task.options = {"length": 3, "num_symbols": 2, "exclusive": False}
-  c.model.update(num_layers=1, d_model=16, num_heads=2)
-  c.num_seeds, c.num_prompts, c.group_size = 1, 4, 2
-  c.updates_per_chunk, c.num_chunks, c.checkpoint_every = 1, 1, 1
+  c = tiny(num_seeds=1, num_prompts=4, group_size=2, updates_per_chunk=1, num_chunks=1,
+           model={"d_model": 16},
+           task={"options": {"length": 3, "num_symbols": 2, "exclusive": False}})
   for k, v in overrides.items():
     if isinstance(v, dict):
       for kk, vv in v.items():

@@ -1,5 +1,6 @@
-"""The tiny needle config that the train, shared-prompt and crash tests train (2 seeds, 8 prompts
-× 4 samples, one layer of width 32): a config that learns within a few chunks on a CPU."""
+"""The tiny needle config that the train, shared-prompt, crash and bad-input tests start from
+(2 seeds, 8 prompts × 4 samples, one layer of width 32): it learns within a few chunks on a
+CPU."""
 
 from pg import configs
 
