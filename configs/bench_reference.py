@@ -8,7 +8,7 @@ samples; 24 generated tokens; RLOO; AdamW. Reward: share of generated tokens equ
 target. Training: about 45 s on a 2-core CPU for 1 seed × 100 updates (score above 0.9 by update 3).
 """
 
-from pg.configs import base_config
+from pg.run.configs import base_config
 
 
 def get_config():

@@ -5,7 +5,7 @@
 About 70 s on a 2-core CPU (4 seeds × 400 updates of 256 samples; mean score 0.43 → 0.73).
 """
 
-from pg.configs import base_config
+from pg.run.configs import base_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ About 100 s on a 2-core CPU (4 seeds × 400 updates, 2 epochs × 2 minibatches, 
 large as the policy; mean score 0.00 → 0.73, two seeds near 1.0 and two slower).
 """
 
-from pg.configs import base_config
+from pg.run.configs import base_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ About 50 s on a 2-core CPU (4 seeds × 400 updates; mean score 0.01 → 0.68 ± 
 stalls).
 """
 
-from pg.configs import base_config
+from pg.run.configs import base_config
 
 
 def get_config():

@@ -14,7 +14,7 @@ samples: 0.03).
 
 import ml_collections
 
-from pg.configs import base_config
+from pg.run.configs import base_config
 
 
 def get_config():

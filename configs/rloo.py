@@ -5,7 +5,7 @@
 About 45 s on a 2-core CPU (4 seeds × 400 updates; mean score 0.54 → 0.83).
 """
 
-from pg.configs import base_config
+from pg.run.configs import base_config
 
 
 def get_config():

@@ -7,7 +7,7 @@ Two compiles (one per estimator), each running its 3 rates × 4 seeds side by si
 peaks at 1e-3 with 0.66 ± 0.33 after 200 updates; GRPO stays near 0 on this task).
 """
 
-from pg.configs import base_config
+from pg.run.configs import base_config
 
 
 def get_config():

@@ -12,7 +12,8 @@ from absl import logging
 from ml_collections import config_flags
 
 import pg
-from pg import demo, plotting
+from pg.lab import demo
+from pg.run import plotting
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "enumerable_demo.py"),

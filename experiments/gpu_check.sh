@@ -37,9 +37,9 @@ step bench 170 $PY experiments/bench_train.py --config configs/bench_reference.p
   --seeds 1 8 64 256 --repeats 2
 step bench1024 90 $PY experiments/bench_train.py --config configs/bench_reference.py \
   --seeds 1024 --repeats 2 --grad-accum-steps 4
-t=tests/test_train.py
+t=tests/train/test_train.py
 step tests 150 env JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -q -p no:cacheprovider -rf \
-  tests/test_logprobs.py tests/test_conventions.py tests/test_shared_prompts.py \
+  tests/core/test_logprobs.py tests/core/test_conventions.py tests/policy/test_shared_prompts.py \
   $t::test_short_run_learns $t::test_seeds_differ_and_reruns_are_identical \
   $t::test_resume_continues_exactly $t::test_gradient_accumulation_matches_the_whole_minibatch \
   $t::test_bfloat16_compute_keeps_float32_master_weights_and_learns

@@ -14,7 +14,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pg import experiment, sharding, sweep
+from pg.run import experiment
+from pg.train import sharding
+from pg.run import sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"),

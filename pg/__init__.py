@@ -1,6 +1,6 @@
 """`pg`: pure JAX functions for policy-gradient RLHF.
 
-Conventions (written down once, tested in tests/test_conventions.py):
+Conventions (written down once, tested in tests/core/test_conventions.py):
 
 * Arrays are batch-major `[B, T]` over *response* tokens t in [0, T); names carry their shapes
   (`logp_BxT`, `logits_BxTxV`, `scores_B`).
@@ -17,28 +17,35 @@ Conventions (written down once, tested in tests/test_conventions.py):
 * Hyperparameters a user may sweep are float32 leaves of a dict (`pg.hparams`), traced under
   `jit`; shapes, loop counts and names are static.
 * Advantage estimators and policy losses are chosen by name from registries
-  (`pg.registry`), one signature each.
+  (`pg.registry`), one signature each; a registration carries its facts (critic, group size,
+  KL handling, its own hyperparameters, aggregation). An estimator that does not register
+  `handles_kl` never sees the KL penalty, and the registry adds it.
+
+This module is the flat API of the core layer (`pg/core/`). The other layers are packages:
+`pg.policy` (the Policy interface and architectures), `pg.tasks`, `pg.train` (build, the
+compiled step), `pg.run` (experiments, sweeps), `pg.rlhf`, `pg.lab`, `pg.bench`.
 """
 
-from pg import advantages as _advantages  # registers the built-in estimators
-from pg import policy_losses as _policy_losses  # registers the built-in losses
-from pg.aggregation import MODES as AGGREGATION_MODES
-from pg.aggregation import aggregate_loss
-from pg.baselines import (grpo_advantages, group_mean_advantages, init_baseline_state,
+from pg.core import advantages as _advantages  # registers the built-in estimators
+from pg.core import policy_losses as _policy_losses  # registers the built-in losses
+from pg.core.aggregation import MODES as AGGREGATION_MODES
+from pg.core.aggregation import aggregate_loss
+from pg.core.baselines import (grpo_advantages, group_mean_advantages, init_baseline_state,
                           moving_average_advantages, moving_average_baseline, rloo_advantages,
                           update_moving_average)
-from pg.hparams import make_hparams
-from pg.kl import kl_estimate, kl_k1, kl_k2, kl_k3, log_ratio
-from pg.logprobs import (head_log_probs_and_entropy, sequence_log_probs, token_entropy, token_log_probs,
+from pg.core import hparams, registry
+from pg.core.hparams import make_hparams
+from pg.core.kl import kl_estimate, kl_k1, kl_k2, kl_k3, log_ratio
+from pg.core.logprobs import (head_log_probs_and_entropy, sequence_log_probs, token_entropy, token_log_probs,
                          token_log_probs_and_entropy)
-from pg.masked import last_token_mask, masked_mean, masked_sum, masked_var, masked_whiten
-from pg.multistep import (discounted_returns, generalized_advantage_estimation,
+from pg.core.masked import last_token_mask, masked_mean, masked_sum, masked_var, masked_whiten
+from pg.core.multistep import (discounted_returns, generalized_advantage_estimation,
                           generalized_advantage_estimation_associative, lambda_returns)
-from pg.policy_losses import (clipped_value_loss, entropy_bonus, ppo_clipped_surrogate,
+from pg.core.policy_losses import (clipped_value_loss, entropy_bonus, ppo_clipped_surrogate,
                               reinforce_sequence_surrogate, reinforce_token_surrogate)
-from pg.registry import (ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs,
+from pg.core.registry import (ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs,
                          AdvantageOutputs, PolicyLossInputs, get_advantage, get_policy_loss,
                          register_advantage, register_policy_loss)
-from pg.rewards import per_token_rewards
+from pg.core.rewards import per_token_rewards
 
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ import time
 
 import jax
 
-from pg import experiment
+from pg.run import experiment
 from tiny_config import tiny
 
 

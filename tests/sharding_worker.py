@@ -16,13 +16,14 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tiny_config import tiny  # noqa: E402
 
-from pg import experiment, train  # noqa: E402
+from pg.run import experiment
+from pg import train  # noqa: E402
 
 
 def metrics_for(seed_axis, data_axis, chunks=2):
   config = tiny(num_seeds=4)
   config.mesh.seed, config.mesh.data = seed_axis, data_axis
-  init, chunk = train.make_programs(config)
+  init, chunk = train.make_programs(config, *train.build(config))
   state = init(train.seed_keys(config), train.hparams_from_config(config))
   out = []
   for _ in range(chunks):

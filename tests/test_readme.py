@@ -34,8 +34,15 @@ def test_fork_example_registers_and_runs():
     inputs = pg.AdvantageInputs(jnp.array([1.0, 2.0, 3.0, 4.0]), jnp.ones((4, 3)))
     out = pg.get_advantage("my_baseline")(inputs, pg.make_hparams(), pg.init_baseline_state())
     np.testing.assert_allclose(out.advantages_BxT[:, 0], [-1.5, -0.5, 0.5, 1.5])
+    # The KL penalty it never reads is still paid: −β Σ_{s≥t} kl_s on each token.
+    with_kl = pg.get_advantage("my_baseline")(inputs.replace(kl_BxT=jnp.ones((4, 3))),
+                                              pg.make_hparams(kl_coef=0.1), None)
+    np.testing.assert_allclose(with_kl.advantages_BxT - out.advantages_BxT,
+                               jnp.tile(jnp.array([-0.3, -0.2, -0.1]), (4, 1)), atol=1e-6)
     ones = jnp.ones((4, 3))
-    loss, _ = pg.get_policy_loss("my_loss")(pg.PolicyLossInputs(ones, ones, ones, ones), {})
+    hp = pg.make_hparams()
+    assert float(hp["my_eps"]) == np.float32(0.2)  # the loss's own swept value
+    loss, _ = pg.get_policy_loss("my_loss")(pg.PolicyLossInputs(ones, ones, ones, ones), hp)
     assert loss.shape == (4, 3)
   finally:
     pg.ADVANTAGE_ESTIMATORS.clear(); pg.ADVANTAGE_ESTIMATORS.update(saved[0])
@@ -47,8 +54,7 @@ def test_python_reward_example_plugs_in():
   from pg import tasks
   saved = dict(tasks.TASKS)
   try:
-    namespace = {}
-    exec(code, namespace)  # noqa: S102 - our own README
+    exec(code, {})  # noqa: S102 - our own README
     task = tasks.make_task("distinct")
     prompts = task.sample_prompts(jax.random.PRNGKey(0), 2)
     tokens = jnp.array([[0, 1, 2, 3, 10, 11, 11, 11], [5] * 8])

@@ -2,7 +2,11 @@
 (2 seeds, 8 prompts × 4 samples, one layer of width 32): it learns within a few chunks on a
 CPU."""
 
-from pg import configs
+import jax
+import numpy as np
+
+from pg import train
+from pg.run import configs
 
 
 def tiny(**overrides):
@@ -20,3 +24,14 @@ def tiny(**overrides):
     else:
       c[k] = v
   return c
+
+
+def run_chunks(config, n, hp=None):
+  """Builds, compiles and runs `n` chunks of `config`: (state, metrics `[R, n·K]`, chunk)."""
+  init, chunk = train.make_programs(config, *train.build(config))
+  state = init(train.seed_keys(config), hp or train.hparams_from_config(config))
+  out = []
+  for _ in range(n):
+    state, m = chunk(state)
+    out.append(jax.device_get(m))
+  return state, {k: np.concatenate([o[k] for o in out], axis=1) for k in out[0]}, chunk

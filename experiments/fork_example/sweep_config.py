@@ -8,16 +8,14 @@ Two PPO epochs per batch of samples, so the losses see off-policy ratios and dif
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import my_estimators  # noqa: E402,F401  (registers "rank" and "cispo")
+from pg.run.configs import base_config
 
-from pg.configs import base_config  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_config():
-  c = base_config()
+  c = base_config(imports=(os.path.join(HERE, "my_estimators.py"),))  # "rank", "cispo"
   c.task.name = "needle"
   c.num_prompts = 32
   c.num_seeds = 3

@@ -1,0 +1,107 @@
+"""The Policy interface every architecture implements, and the registry that builds one by name.
+
+The sampler, the train step, the supervised stages and the FLOP counter see a policy only
+through these methods; none of them reads its parameter tree. An architecture is one module with
+one class implementing `Policy` and one `@register_policy(name, options=...)` line; a config
+selects it with `config.model.name`.
+
+    init(key) -> params
+    response_stats(params, prompts_NxP, tokens_BxT, temperature)
+        -> (logp_BxT, entropy_BxT, values_BxT | None)     # G = B / N consecutive rows per prompt
+    sequence_outputs(params, tokens_BxL) -> (logits_BxLxV, values_BxL | None)
+    init_cache(batch_size, block_sizes) -> cache
+    decode(params, tokens_BxL, pos, cache, block) -> (logits_BxLxV, cache)
+    token_flops(attended) -> TokenFlops
+    warm_start(params, source_params) -> params
+
+Capabilities are part of the object: with N < B, `response_stats` runs each prompt once for its
+G samples (when `shares_prompts` is True; the train step passes N = B otherwise), and
+`logprob_chunk_size` makes it apply the LM head over the vocabulary in chunks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, NamedTuple, Optional, Protocol, runtime_checkable
+
+import jax
+
+from pg.core.registry import check_new_name
+
+
+class TokenFlops(NamedTuple):
+  """Forward FLOPs of one token (a backward pass costs twice its forward)."""
+  trunk: float   # the policy trunk, attending over `attended` positions
+  head: float    # the LM head (where it is applied)
+  critic: float  # a separate critic trunk, 0 without one
+
+
+@runtime_checkable
+class Policy(Protocol):
+  """A language-model policy with an optional value head (see the module docstring)."""
+  vocab_size: int
+  max_len: int                         # context: prompt + response positions
+  has_values: bool                     # a value head (a critic) is part of the model
+  shares_prompts: bool                 # response_stats accepts N < B prompts
+  logprob_chunk_size: Optional[int]    # None: dense LM head
+
+  def init(self, key) -> Any: ...
+
+  def response_stats(self, params, prompts_NxP, tokens_BxT, temperature): ...
+
+  def sequence_outputs(self, params, tokens_BxL): ...
+
+  def init_cache(self, batch_size: int, block_sizes=None): ...
+
+  def decode(self, params, tokens_BxL, pos, cache, block: int = 0): ...
+
+  def token_flops(self, attended: int) -> TokenFlops: ...
+
+  def warm_start(self, params, source_params): ...
+
+
+class PolicyRegistration(NamedTuple):
+  build: Callable     # build(options: dict, *, vocab_size, max_len, logprob_chunk_size) -> Policy
+  options: dict       # config.model fields the architecture reads, with their defaults
+
+
+POLICIES: dict[str, PolicyRegistration] = {}
+
+
+def register_policy(name: str, *, options: dict, override: bool = False):
+  """Decorator: registers `build(options, *, vocab_size, max_len, logprob_chunk_size) -> Policy`
+  under `name`; `options` are the `config.model` fields it reads, with their defaults."""
+  def register(build):
+    check_new_name(POLICIES, "policy", name, override)
+    params = inspect.signature(build).parameters
+    if not {"vocab_size", "max_len", "logprob_chunk_size"} <= set(params):
+      raise TypeError(f"register_policy {name!r}: {build.__name__}{inspect.signature(build)} "
+                      f"must take (options, *, vocab_size, max_len, logprob_chunk_size).")
+    POLICIES[name] = PolicyRegistration(build, dict(options))
+    return build
+  return register
+
+
+def build_policy(model_config, *, vocab_size: int, max_len: int,
+                 logprob_chunk_size: Optional[int] = None) -> Policy:
+  """The policy `model_config.name` (default "gpt") built from the other `model_config` fields.
+
+  A field the architecture does not read is refused, naming it, as is an unknown name."""
+  fields = dict(model_config)
+  name = fields.pop("name", "gpt")
+  if name not in POLICIES:
+    raise KeyError(f"config.model.name: unknown model {name!r}; known: "
+                   f"{', '.join(sorted(POLICIES))}.")
+  registration = POLICIES[name]
+  unknown = sorted(set(fields) - set(registration.options))
+  if unknown:
+    raise KeyError(f"config.model: field(s) {unknown} are not options of model {name!r}; its "
+                   f"options: {', '.join(registration.options)}.")
+  options = {**registration.options, **fields}
+  return registration.build(options, vocab_size=vocab_size, max_len=max_len,
+                            logprob_chunk_size=logprob_chunk_size)
+
+
+def abstract_params(policy: Policy):
+  """The policy's parameters as shapes and dtypes: nothing runs or compiles."""
+  return jax.eval_shape(policy.init, jax.ShapeDtypeStruct((2,), jax.numpy.uint32))

@@ -1,0 +1,1 @@
+"""Runners (layer 3): configs, experiments, sweeps, results and figures."""

@@ -1,0 +1,130 @@
+"""Build once: a config's task and policy, every static choice checked, before anything compiles.
+
+    task, policy = build(config)            # or build(config, task=my_task)
+
+A program (a run, a sweep group, a pipeline stage) calls `build` once and hands the two objects
+down to `make_train` / `make_programs` / `pg.run.experiment.run`; nothing below re-validates.
+The checks read the registrations' facts (an estimator's critic and group needs, a loss's
+aggregation and hyperparameters), not lists of names.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pg
+from pg import tasks as tasks_lib
+from pg.core.kl import KL_ESTIMATORS
+from pg.core.registry import import_modules
+from pg.policy import build_policy
+
+KL_PLACEMENTS = ("none", "reward", "loss")
+# A NaN or infinite reward, loss or gradient: "stop" (save the last good state and stop, naming
+# the step, run and quantity) or "skip" (drop that update, count it in the `skipped` metric).
+ON_NONFINITE = ("stop", "skip")
+POSITIVE_INTS = ("num_seeds", "num_prompts", "group_size", "updates_per_chunk", "num_chunks",
+                 "ppo_epochs", "num_minibatches", "grad_accum_steps", "checkpoint_every")
+
+
+def build(config, task: tasks_lib.Task | None = None):
+  """(task, policy) for `config`, validated, with the field named in every refusal.
+
+  `task` (a `pg.tasks.Task`) replaces `config.task` (a pipeline's own task: a learned reward
+  model, say). `config.imports` are imported first, for their registrations."""
+  import_modules(config.get("imports", ()))
+  for name in POSITIVE_INTS:
+    value = config[name]
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"config.{name} must be a positive int, got {value!r}.")
+  if task is None:
+    task = tasks_lib.make_task(config.task.name, **config.task.options)
+  tasks_lib.check(task, config.num_prompts)
+  advantage = _registration("advantage", config)
+  _registration("policy_loss", config)
+  aggregation(config)
+  _check_choices(config)
+  if advantage.min_group_size > config.group_size:
+    raise ValueError(f"config.group_size must be >= {advantage.min_group_size} for advantage "
+                     f"{config.advantage!r} (it compares the samples of a group), got "
+                     f"{config.group_size}.")
+  policy = build_policy(config.model, vocab_size=task.vocab_size,
+                        max_len=task.prompt_len + task.max_new_tokens,
+                        logprob_chunk_size=_chunk_size(config))
+  if advantage.needs_critic and not policy.has_values:
+    raise ValueError(f"advantage {config.advantage!r} needs a critic: set "
+                     f"config.model.value_head to 'shared' or 'separate'.")
+  _check_batch(config)
+  if config.get("init_from") and not os.path.exists(config.init_from):
+    raise FileNotFoundError(f"config.init_from: no params at {config.init_from!r}.")
+  pg.make_hparams(**config.hparams)  # names and ranges of the swept values
+  return task, policy
+
+
+def _registration(field, config):
+  get = pg.get_advantage if field == "advantage" else pg.get_policy_loss
+  try:
+    return get(config[field])
+  except KeyError as e:
+    raise KeyError(f"config.{field}: {e.args[0]}") from None
+
+
+def aggregation(config) -> str:
+  """The loss aggregation: config.aggregation, else the one the policy loss is registered with,
+  else token-mean. A value that contradicts the loss's own is refused."""
+  mode = config.get("aggregation")
+  own = pg.get_policy_loss(config.policy_loss).aggregation
+  if mode is None:
+    return own or "token-mean"
+  if mode not in pg.AGGREGATION_MODES:
+    raise ValueError(f"config.aggregation must be one of {pg.AGGREGATION_MODES}, got {mode!r}.")
+  if own is not None and mode != own:
+    raise ValueError(f"config.aggregation: policy loss {config.policy_loss!r} is defined with "
+                     f"{own!r}, got {mode!r} (leave it None).")
+  return mode
+
+
+def _check_choices(config):
+  if config.kl_placement not in KL_PLACEMENTS:
+    raise ValueError(f"config.kl_placement must be one of {KL_PLACEMENTS}, "
+                     f"got {config.kl_placement!r}.")
+  if config.kl_estimator not in KL_ESTIMATORS:
+    raise ValueError(f"config.kl_estimator must be one of {sorted(KL_ESTIMATORS)}, "
+                     f"got {config.kl_estimator!r}.")
+  if config.get("on_nonfinite", "stop") not in ON_NONFINITE:
+    raise ValueError(f"config.on_nonfinite must be one of {ON_NONFINITE}, "
+                     f"got {config.on_nonfinite!r}.")
+  if not isinstance(config.get("share_prompts", True), bool):
+    raise ValueError(f"config.share_prompts must be True or False, got {config.share_prompts!r}.")
+  if not config.max_grad_norm > 0:
+    raise ValueError(f"config.max_grad_norm must be > 0, got {config.max_grad_norm}.")
+
+
+def _chunk_size(config):
+  chunk = config.logprob_chunk_size
+  if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+    raise ValueError(f"config.logprob_chunk_size must be None or a positive int, got {chunk!r}.")
+  return chunk
+
+
+def _check_batch(config):
+  batch = config.num_prompts * config.group_size
+  if batch % config.num_minibatches:
+    raise ValueError(f"config.num_minibatches ({config.num_minibatches}) must divide the batch "
+                     f"num_prompts × group_size = {batch}.")
+  if (batch // config.num_minibatches) % config.grad_accum_steps:
+    raise ValueError(f"config.grad_accum_steps ({config.grad_accum_steps}) must divide each "
+                     f"minibatch of {batch // config.num_minibatches} samples.")
+
+
+def shares_prompts(config, policy=None) -> bool:
+  """Whether the trainer's forward passes run each group's prompt once for its G samples (the
+  policy's `response_stats` with N = B / G prompts). They can when the policy can and every
+  gradient batch holds whole groups in order: one minibatch (then not shuffled: a sum over rows
+  needs no order), cut into micro-batches of whole groups. PPO minibatches shuffle rows across
+  groups, so num_minibatches > 1 runs the full sequence per row. `config.share_prompts = False`
+  turns it off (the numbers are the same up to float rounding)."""
+  G = config.group_size
+  B = config.num_prompts * G
+  able = True if policy is None else bool(policy.shares_prompts)
+  return bool(able and config.get("share_prompts", True) and G > 1
+              and config.num_minibatches == 1 and (B // config.grad_accum_steps) % G == 0)

@@ -1,0 +1,81 @@
+"""Compiled programs: the train step vmapped over runs (seeds × settings) and jitted, on a mesh.
+
+A run is one seed of one hyperparameter setting; `Runs` holds the vmapped axis R's keys,
+hyperparameters and labels, so a grid of settings × seeds is one program (`pg.run.sweep`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import pg
+from pg.train import sharding
+from pg.train.step import make_train
+
+
+def compiler_options():
+  """XLA options for the train chunk. On CPU, region-based copy insertion: without it XLA copies
+  every layer's KV cache at every decode step (the cache is read and then written in place in
+  the same step), 8 × 4 MiB per step at the benchmark's sizes."""
+  if jax.default_backend() == "cpu":
+    return {"xla_cpu_copy_insertion_use_region_analysis": True}
+  return None
+
+
+def make_programs(config, task, policy, num_runs: int | None = None):
+  """`init(keys_R, hp)` and `train_chunk(state)`, vmapped over runs and jitted (state donated).
+
+  `keys_R` holds one PRNG key per run and `hp` one value per run for every swept hyperparameter
+  (a scalar is shared by all runs). With more than one device (or `config.mesh` set), runs are
+  spread over the mesh's "seed" axis and each run's batch over its "data" axis
+  (`pg.train.sharding`); results do not depend on the mesh. `num_runs` defaults to
+  config.num_seeds.
+  """
+  num_runs = config.num_seeds if num_runs is None else num_runs
+  mesh = sharding.make_mesh(config, num_runs)
+  options = compiler_options()
+  if mesh is None:
+    init, train_chunk = make_train(config, task, policy)
+    init_fn = jax.jit(jax.vmap(init))
+    chunk_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0, compiler_options=options)
+  else:
+    init, train_chunk = make_train(config, task, policy, sharding.data_sharding(mesh))
+    per_run = sharding.seed_sharding(mesh)
+    init_fn = jax.jit(jax.vmap(init, spmd_axis_name=sharding.SEED),
+                      in_shardings=(per_run, per_run), out_shardings=per_run)
+    chunk_fn = jax.jit(jax.vmap(train_chunk, spmd_axis_name=sharding.SEED),
+                       in_shardings=per_run, out_shardings=per_run, donate_argnums=0,
+                       compiler_options=options)
+
+  def init_runs(keys_R, hp):
+    R = keys_R.shape[0]
+    return init_fn(keys_R, {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (R,))
+                            for k, v in hp.items()})
+  return init_runs, chunk_fn
+
+
+def hparams_from_config(config):
+  return pg.make_hparams(**config.hparams)
+
+
+def seed_keys(config):
+  return jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
+
+
+class Runs(NamedTuple):
+  """The runs one program trains side by side (the vmapped axis R)."""
+  keys: jax.Array   # [R, 2] PRNG keys: run r of seed j gets seed_keys(config)[j]
+  hp: dict          # name -> float32 [R] (or a scalar shared by every run)
+  labels: list      # per run, a JSON-able dict: {"seed": j, swept name: value, ...}
+
+
+def seed_labels(config) -> list:
+  return [{"seed": j} for j in range(config.num_seeds)]
+
+
+def seed_runs(config) -> Runs:
+  """One run per seed, all with config.hparams: what `experiments/train.py` trains."""
+  return Runs(seed_keys(config), hparams_from_config(config), seed_labels(config))

@@ -1,0 +1,226 @@
+"""The train step, compiled whole: sample → score → advantages → loss → optax update.
+
+`make_train(config, task, policy)` returns two pure functions (PureJaxRL-style):
+
+    init(key, hp) -> TrainState
+    train_chunk(state) -> (state, metrics)    # K = config.updates_per_chunk updates, lax.scan
+
+so `jax.jit(jax.vmap(train_chunk))` runs every seed in one program (`pg.train.programs`). Swept
+hyperparameters `hp` (learning rate, β, γ, λ, ε, coefficients, temperature) live in the state as
+float32 leaves: changing one never recompiles. Shapes, loop counts and names are static config.
+
+Each update: prompts from the task's seeded generator (key folded with the step), G samples per
+prompt in consecutive rows, behaviour log-probs from the sampler, scores from the task, values
+and reference log-probs from one forward pass each, advantages by registry name, then
+`ppo_epochs` × `num_minibatches` gradient steps of the training loss (`pg.train.loss`; with one
+epoch and one minibatch it is plain on-policy REINFORCE/GRPO/...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+import pg
+from pg.policy import sampler as sampler_lib
+from pg.train.build import aggregation, shares_prompts
+from pg.train.loss import make_loss
+from pg.train.optim import optimizer
+from pg.train.params_io import load_params
+
+
+@flax.struct.dataclass
+class TrainState:
+  params: Any
+  ref_params: Any          # π_ref (the initial policy) when a KL penalty is used, else None
+  opt_state: Any
+  baseline_state: Any
+  key: jax.Array
+  step: jax.Array          # int32: updates done
+  hp: dict                 # swept hyperparameters (float32 scalars)
+  halted: jax.Array        # bool: a non-finite quantity stopped this run (on_nonfinite="stop")
+
+
+def make_train(config, task, policy, data_sharding=None):
+  """Returns (init, train_chunk) for the `task` and `policy` that `pg.train.build(config)` made;
+  see the module docstring.
+
+  `data_sharding` (a `NamedSharding` over the batch axis, from `pg.train.sharding`) splits each
+  update's batch across devices (data parallel); None leaves placement to XLA.
+  """
+  def constrain(tree, batch_axis=0):
+    """Pins the batch axis of every leaf to the mesh's data axis (no-op without a mesh)."""
+    if data_sharding is None:
+      return tree
+    spec = jax.sharding.PartitionSpec(*([None] * batch_axis), *data_sharding.spec)
+    sharding = jax.sharding.NamedSharding(data_sharding.mesh, spec)
+    return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
+  T, G = task.max_new_tokens, config.group_size
+  B = config.num_prompts * G
+  share_prompts = shares_prompts(config, policy)
+  use_ref = config.kl_placement != "none"
+  advantage_fn = pg.get_advantage(config.advantage)
+  forward, loss_fn = make_loss(config, policy, aggregation(config), share_prompts)
+  gradient_step = make_gradient_step(config, loss_fn)
+  start_params = load_params(config.init_from, policy) if config.get("init_from") else None
+
+  def init(key, hp) -> TrainState:
+    init_key, run_key = jax.random.split(key)
+    params = policy.init(init_key) if start_params is None else start_params
+    opt_state = optimizer(hp, config.max_grad_norm).init(params)
+    return TrainState(params=params, ref_params=params if use_ref else None,
+                      opt_state=opt_state, baseline_state=pg.init_baseline_state(),
+                      key=run_key, step=jnp.zeros((), jnp.int32), hp=hp,
+                      halted=jnp.zeros((), bool))
+
+  def rollout(state: TrainState, prompt_key, sample_key):
+    """Prompts, samples, scores and the task's extra metrics of one update."""
+    prompts_NxP = task.sample_prompts(prompt_key, config.num_prompts)
+    prompts_BxP = constrain(jnp.repeat(prompts_NxP, G, axis=0))
+    s = constrain(sampler_lib.sample(
+        policy, state.params, prompts_NxP, sample_key, max_new_tokens=T, eos_id=task.eos_id,
+        pad_id=task.pad_id, temperature=state.hp["temperature"], group_size=G))
+    scores_B = task.score(prompts_BxP, s.tokens_BxT, s.mask_BxT).astype(jnp.float32)
+    extra = {} if task.extra_metrics is None else {
+        k: jnp.mean(v) for k, v in task.extra_metrics(prompts_BxP, s.tokens_BxT,
+                                                      s.mask_BxT).items()}
+    return prompts_BxP, s, scores_B, extra
+
+  def training_batch(state: TrainState, prompts_BxP, s, scores_B):
+    """The gradient steps' batch (`pg.train.loss`), the advantage estimator's output and each
+    row's KL to π_ref."""
+    hp, mask = state.hp, s.mask_BxT
+    batch = {"prompts": prompts_BxP, "tokens": s.tokens_BxT, "mask": mask,
+             "old_logp": s.logp_BxT}
+    values_BxT = (forward(state.params, prompts_BxP, s.tokens_BxT, hp["temperature"])[2]
+                  if policy.has_values else None)
+    kl_to_ref_B = jnp.zeros((B,), jnp.float32)
+    kl_reward = None
+    if use_ref:
+      ref_logp_BxT, _, _ = forward(state.ref_params, prompts_BxP, s.tokens_BxT,
+                                   hp["temperature"])
+      batch["ref_logp"] = ref_logp_BxT
+      kl_to_ref_B = pg.masked_sum(pg.kl_k1(s.logp_BxT, ref_logp_BxT), mask, axis=1)
+      if config.kl_placement == "reward":
+        kl_reward = pg.kl_estimate(s.logp_BxT, ref_logp_BxT, config.kl_estimator)
+    adv = advantage_fn(pg.AdvantageInputs(scores_B, mask, values_BxT, kl_reward, G), hp,
+                       state.baseline_state)
+    advantages_BxT = adv.advantages_BxT
+    if config.whiten_advantages:
+      advantages_BxT = pg.masked_whiten(advantages_BxT, mask, eps=hp["adv_eps"])
+    batch["advantages"] = advantages_BxT
+    if policy.has_values:
+      batch["old_values"], batch["returns"] = values_BxT, adv.returns_BxT
+    return constrain(jax.lax.stop_gradient(batch)), adv, kl_to_ref_B
+
+  def update(state: TrainState, _):
+    key = jax.random.fold_in(state.key, state.step)
+    prompt_key, sample_key, perm_key = jax.random.split(key, 3)
+    prompts_BxP, s, scores_B, extra = rollout(state, prompt_key, sample_key)
+    batch, adv, kl_to_ref_B = training_batch(state, prompts_BxP, s, scores_B)
+
+    def epoch(carry, e):
+      if share_prompts:  # one minibatch of whole groups, in order
+        return jax.lax.scan(gradient_step, carry,
+                            constrain(jax.tree_util.tree_map(lambda x: x[None], batch), 1))
+      perm_B = jax.random.permutation(jax.random.fold_in(perm_key, e), B)
+      M = B // config.num_minibatches
+      minibatches = constrain(jax.tree_util.tree_map(
+          lambda x: x[perm_B].reshape(config.num_minibatches, M, *x.shape[1:]), batch), 1)
+      return jax.lax.scan(gradient_step, carry, minibatches)
+
+    reward_ok = jnp.all(jnp.isfinite(scores_B))
+    allowed = reward_ok & ~state.halted
+    (params, opt_state, _, _), step_metrics = jax.lax.scan(
+        epoch, (state.params, state.opt_state, state.hp, allowed),
+        jnp.arange(config.ppo_epochs))
+    metrics, bad = update_metrics(step_metrics, reward_ok, state.halted, scores_B, batch,
+                                  kl_to_ref_B, s.truncated_B)
+    metrics.update(extra)
+    baseline_state = jax.tree_util.tree_map(lambda n, o: jnp.where(allowed, n, o), adv.state,
+                                            state.baseline_state)
+    # on_nonfinite = "stop": a run that met a non-finite quantity stays at its last good
+    # state for the rest of the chunk; the host then saves it and stops, naming the quantity.
+    halted = state.halted | (bad & (config.get("on_nonfinite", "stop") == "stop"))
+    state = state.replace(params=params, opt_state=opt_state, baseline_state=baseline_state,
+                          step=state.step + 1, halted=halted)
+    return state, metrics
+
+  def train_chunk(state: TrainState):
+    return jax.lax.scan(update, state, None, length=config.updates_per_chunk)
+
+  return init, train_chunk
+
+
+def make_gradient_step(config, loss_fn):
+  """`gradient_step((params, opt_state, hp, allowed), batch) -> (carry, metrics)`: the mean
+  gradient of `config.grad_accum_steps` micro-batches, one optimizer update. A non-finite loss
+  or gradient (or `allowed` False) leaves params and optimizer state as they were."""
+  A = config.grad_accum_steps
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def accumulated_grads(params, batch, hp):
+    """Mean of the gradients (and metrics) of A equal micro-batches, one at a time in memory.
+
+    Equal to the whole minibatch's gradient for the seq-mean-* aggregations; for token-mean it
+    weighs each micro-batch's token mean equally."""
+    def one(mb):
+      (_, metrics), grads = grad_fn(params, mb, hp)
+      return grads, metrics
+    if A == 1:
+      return one(batch)
+    micro = jax.tree_util.tree_map(lambda x: x.reshape(A, x.shape[0] // A, *x.shape[1:]), batch)
+
+    def add(total, mb):
+      return jax.tree_util.tree_map(jnp.add, total, one(mb)), None
+    first = jax.tree_util.tree_map(lambda x: x[0], micro)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(one, first))
+    total, _ = jax.lax.scan(add, zeros, micro)
+    return jax.tree_util.tree_map(lambda x: x / A, total)
+
+  def gradient_step(carry, batch):
+    params, opt_state, hp, allowed = carry
+    grads, metrics = accumulated_grads(params, batch, hp)
+    grad_norm = optax.tree.norm(grads)
+    metrics["grad_norm"] = grad_norm
+    updates, new_opt_state = optimizer(hp, config.max_grad_norm).update(grads, opt_state, params)
+    # A non-finite loss or gradient never reaches the parameters: the step is skipped.
+    loss_ok, grad_ok = jnp.isfinite(metrics["loss"]), jnp.isfinite(grad_norm)
+    take = allowed & loss_ok & grad_ok
+    keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(take, n, o), new, old)
+    metrics["nonfinite_loss"] = (~loss_ok).astype(jnp.float32)
+    metrics["nonfinite_grad"] = (~grad_ok).astype(jnp.float32)
+    return (keep(optax.apply_updates(params, updates), params),
+            keep(new_opt_state, opt_state), hp, allowed), metrics
+
+  return gradient_step
+
+
+def update_metrics(step_metrics, reward_ok, halted, scores_B, batch, kl_to_ref_B, truncated_B):
+  """One update's metrics (gradient-step metrics averaged over epochs and minibatches) and
+  whether a non-finite reward, loss or gradient met it."""
+  metrics = jax.tree_util.tree_map(jnp.mean, step_metrics)
+  nonfinite = {"nonfinite_reward": (~reward_ok).astype(jnp.float32),
+               "nonfinite_loss": jnp.max(step_metrics["nonfinite_loss"]),
+               "nonfinite_grad": jnp.max(step_metrics["nonfinite_grad"])}
+  bad = (nonfinite["nonfinite_reward"] + nonfinite["nonfinite_loss"]
+         + nonfinite["nonfinite_grad"]) > 0
+  metrics.update(nonfinite)
+  # 1 where this update's samples changed nothing (a non-finite quantity, or a halted run).
+  metrics["skipped"] = (bad | halted).astype(jnp.float32)
+  advantages_BxT, mask = batch["advantages"], batch["mask"]
+  adv_sel = pg.masked_mean(advantages_BxT, mask)
+  metrics.update({
+      "mean_score": jnp.mean(scores_B),
+      "advantage_mean": adv_sel,
+      "advantage_std": jnp.sqrt(pg.masked_mean(jnp.square(advantages_BxT - adv_sel), mask)),
+      "kl_to_ref": jnp.mean(kl_to_ref_B),
+      "response_length": jnp.mean(jnp.sum(mask, axis=1)),
+      "truncated_fraction": jnp.mean(truncated_B.astype(jnp.float32)),
+  })
+  return metrics, bad

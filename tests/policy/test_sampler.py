@@ -1,0 +1,112 @@
+"""The sampler on the policy interface: the KV cache against the full forward, cache blocks, end
+tokens and padding, behaviour log-probs (ρ = 1 on-policy)."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pg
+from pg.policy import gpt as model
+from pg.policy import sampler
+from pg import tasks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_kv_cache_decoding_equals_full_forward():
+  cfg = model.ModelConfig(vocab_size=9, max_len=10, value_head="shared")
+  params = jax.jit(model.init_params, static_argnums=0)(cfg, jax.random.PRNGKey(0))
+  net = model.PolicyValue(cfg)
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 10), 0, 9)
+  full, _ = jax.jit(net.apply)(params, tokens)
+  decode = jax.jit(lambda p, x, t, c: net.apply(p, x, t, c, method=model.PolicyValue.decode))
+  logits, cache = decode(params, tokens[:, :4], 0, model.init_cache(cfg, 3))
+  steps = [logits]
+  for t in range(4, 10):
+    logits, cache = decode(params, tokens[:, t:t + 1], t, cache)
+    steps.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_decoding_reads_no_cache_block_after_its_own():
+  cfg = model.ModelConfig(vocab_size=9, max_len=10)
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  net = model.PolicyValue(cfg)
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 7), 0, 9)
+  decode = jax.jit(lambda p, x, t, c, j: net.apply(p, x, t, c, j,
+                                                   method=model.PolicyValue.decode),
+                   static_argnums=4)
+  one = model.init_cache(cfg, 3)
+  blocks = model.init_cache(cfg, 3, (4, 2, 4))  # positions 0-3, 4-5, 6-9
+  _, one = decode(params, tokens[:, :4], 0, one, 0)
+  _, blocks = decode(params, tokens[:, :4], 0, blocks, 0)
+  for t, j in ((4, 1), (5, 1), (6, 2)):
+    # Unwritten blocks after block j hold NaN: a read of them would show in the logits.
+    poisoned = [kv[:j + 1] + tuple((k * jnp.nan, v * jnp.nan) for k, v in kv[j + 1:])
+                for kv in blocks]
+    want, one = decode(params, tokens[:, t:t + 1], t, one, 0)
+    got, _ = decode(params, tokens[:, t:t + 1], t, poisoned, j)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    _, blocks = decode(params, tokens[:, t:t + 1], t, blocks, j)
+  # Each step wrote its keys into its own block (position 6 is block 2's first).
+  np.testing.assert_array_equal(blocks[0][2][0][:, :, :1], one[0][0][0][:, :, 6:7])
+  with pytest.raises(ValueError, match="must be positive and sum to model.max_len = 10"):
+    model.init_cache(cfg, 3, (4, 4))
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+def test_decoding_in_blocks_samples_the_same(monkeypatch, block):
+  """The sampler's cache blocks (a scan per DECODE_BLOCK slots, each step reading only the blocks
+  up to its own) give the samples of one block over the whole context."""
+  task = tasks.make_task("addition", num_digits=1)
+  cfg = model.ModelConfig(vocab_size=task.vocab_size, max_len=task.prompt_len + 6)
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  prompts = task.sample_prompts(jax.random.PRNGKey(1), 16)
+
+  def run():
+    return jax.jit(lambda p, k: sampler.sample(model.GPTPolicy(cfg), p, prompts, k, max_new_tokens=6,
+                                               eos_id=task.eos_id, pad_id=task.pad_id,
+                                               group_size=2))(params, jax.random.PRNGKey(2))
+  whole = run()
+  monkeypatch.setattr(sampler, "DECODE_BLOCK", block)
+  parts = run()
+  np.testing.assert_array_equal(parts.tokens_BxT, whole.tokens_BxT)
+  np.testing.assert_array_equal(parts.mask_BxT, whole.mask_BxT)
+  np.testing.assert_array_equal(parts.truncated_B, whole.truncated_B)
+  np.testing.assert_allclose(parts.logp_BxT, whole.logp_BxT, atol=1e-6)
+
+
+def test_sampler_end_token_padding_and_behaviour_logprobs():
+  task = tasks.make_task("addition", num_digits=1)
+  cfg = model.ModelConfig(vocab_size=task.vocab_size, max_len=task.prompt_len + 6)
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  prompts = task.sample_prompts(jax.random.PRNGKey(1), 64)
+  s = jax.jit(lambda p, k: sampler.sample(model.GPTPolicy(cfg), p, prompts, k, max_new_tokens=6,
+                                          eos_id=task.eos_id, pad_id=task.pad_id,
+                                          temperature=0.8))(params, jax.random.PRNGKey(2))
+  tokens, mask = np.asarray(s.tokens_BxT), np.asarray(s.mask_BxT)
+  for row_tokens, row_mask, truncated in zip(tokens, mask, np.asarray(s.truncated_B)):
+    n = int(row_mask.sum())
+    assert np.all(row_mask[:n] == 1) and np.all(row_mask[n:] == 0)  # a prefix
+    assert np.all(row_tokens[n:] == task.pad_id)
+    ends = np.flatnonzero(row_tokens[:n] == task.eos_id)
+    assert truncated == (len(ends) == 0)
+    if len(ends):
+      assert ends[0] == n - 1  # the end token is the last generated one, and kept
+  assert 0 < s.truncated_B.mean() < 1 and mask.sum(1).min() < 6  # both cases occurred
+  # The trainer's log-probs of the same tokens (full forward, same temperature) match the
+  # sampler's: ρ = 1 on-policy.
+  logits, _ = model.PolicyValue(cfg).apply(params, jnp.concatenate([prompts, s.tokens_BxT], 1))
+  logp = pg.token_log_probs(logits[:, task.prompt_len - 1:-1], s.tokens_BxT, temperature=0.8)
+  np.testing.assert_allclose(logp * mask, s.logp_BxT, atol=1e-5)
+
+
+def test_sampler_refuses_prompts_longer_than_the_context():
+  cfg = model.ModelConfig(vocab_size=9, max_len=6)
+  params = model.init_params(cfg, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="max_len"):
+    sampler.sample(model.GPTPolicy(cfg), params, jnp.zeros((2, 4), jnp.int32), jax.random.PRNGKey(0),
+                   max_new_tokens=3, eos_id=0, pad_id=1)

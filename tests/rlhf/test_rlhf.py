@@ -1,0 +1,220 @@
+"""The RLHF pipeline: Bradley–Terry by hand, a reward model that learns, a tiny end-to-end run
+(KL zero at step 0, frozen reward model and π_ref), and its inputs' errors."""
+
+import hashlib
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from pg.run import configs
+from pg.rlhf import supervised as lm
+from pg import rlhf
+from pg.rlhf import text
+from pg import train
+from pg.policy.gpt import GPTPolicy, ModelConfig, init_params
+
+
+def test_bradley_terry_loss_and_gradient_by_hand():
+  chosen, rejected = jnp.array([2.0, 0.0]), jnp.array([1.0, 0.5])
+  # pair 1: margin 1 → log(1 + e^−1) = 0.31326; pair 2: margin −0.5 → log(1 + e^0.5) = 0.97408
+  assert lm.bradley_terry_loss(chosen, rejected) == pytest.approx((0.31326 + 0.97408) / 2,
+                                                                  abs=1e-5)
+  g_chosen, g_rejected = jax.grad(lm.bradley_terry_loss, argnums=(0, 1))(chosen, rejected)
+  sigma = lambda x: 1 / (1 + np.exp(-x))
+  expected = -np.array([sigma(-1.0), sigma(0.5)]) / 2  # −σ(r_rej − r_ch) / N
+  np.testing.assert_allclose(g_chosen, expected, rtol=1e-5)
+  np.testing.assert_allclose(g_rejected, -expected, rtol=1e-5)
+
+
+def test_reward_model_beats_chance_on_held_out_pairs():
+  """Preferences from a hidden rule (more of token 3 is better): after 150 steps the held-out
+  accuracy must clear chance by 3 standard errors (n = 256: 0.5 + 3·0.031 = 0.59)."""
+  policy = GPTPolicy(ModelConfig(vocab_size=8, max_len=10, num_layers=1, d_model=32,
+                                 num_heads=2, value_head="shared"))
+  rng = np.random.default_rng(0)
+  n = 768
+  a, b = rng.integers(0, 8, (n, 10)), rng.integers(0, 8, (n, 10))
+  a_better = (a == 3).sum(1) > (b == 3).sum(1)
+  keep = (a == 3).sum(1) != (b == 3).sum(1)
+  a, b, a_better = a[keep], b[keep], a_better[keep]
+  chosen = np.where(a_better[:, None], a, b).astype(np.int32)
+  rejected = np.where(a_better[:, None], b, a).astype(np.int32)
+  last = np.full(len(chosen), 9, np.int32)
+  held = 256
+  params, losses = lm.train_reward_model(
+      policy, chosen[held:], rejected[held:], last[held:], last[held:], steps=150, batch_size=64,
+      learning_rate=3e-3, key=jax.random.PRNGKey(0), verbose=False)
+  margin = (lm.sequence_reward(params, policy, chosen[:held], last[:held])
+            - lm.sequence_reward(params, policy, rejected[:held], last[:held]))
+  accuracy = float(np.mean(np.asarray(margin) > 0))
+  assert accuracy > 0.5 + 3 * np.sqrt(0.25 / held), accuracy
+  assert losses[-20:].mean() < losses[:20].mean()
+
+
+def tiny_rlhf():
+  c = configs.base_config()
+  c.model.update(num_layers=1, d_model=32, num_heads=2)
+  c.rlhf = ml_collections.ConfigDict({
+      "vocab_size": 256, "prompt_len": 4, "response_len": 6,
+      "pretrain_steps": 30, "pretrain_batch": 16, "pretrain_lr": 3e-3,
+      "num_pairs": 64, "bt_temperature": 0.1, "heldout_fraction": 0.25,
+      "reward_steps": 20, "reward_batch": 16, "reward_lr": 1e-3})
+  c.num_seeds, c.num_prompts, c.group_size = 1, 4, 2
+  c.kl_placement = "reward"
+  c.updates_per_chunk, c.num_chunks = 2, 1
+  c.sweep.kl_coef = (0.0, 0.1)
+  return c
+
+
+def digest(path):
+  return hashlib.sha1(open(path, "rb").read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("rlhf"))
+  config = tiny_rlhf()
+  rlhf.run(config, workdir, stages=("pretrain", "preferences", "reward"), verbose=False)
+  before = digest(os.path.join(workdir, "reward_model.msgpack"))
+  rlhf.run(config, workdir, stages=("rl", "report"), verbose=False)  # stages alone, from files
+  return config, workdir, before
+
+
+@pytest.mark.slow  # default suite under 10 min; CI runs it
+def test_pipeline_writes_its_summary_figure_and_samples(pipeline):
+  _, workdir, _ = pipeline
+  summary = open(os.path.join(workdir, "summary.md")).read()
+  for stage in rlhf.STAGES:
+    assert f"| {stage} |" in summary
+  assert "held-out accuracy vs gold labels" in summary and "β = 0.1" in summary
+  assert "| π_ref |" in summary and "| after RL, β = 0.1 |" in summary
+  assert os.path.getsize(os.path.join(workdir, "gold_vs_proxy.png")) > 0
+
+
+@pytest.mark.slow
+def test_kl_to_reference_is_zero_at_step_zero_and_gold_is_logged(pipeline):
+  _, workdir, _ = pipeline
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "rl", "results.jsonl"))]
+  first = [r for r in rows if r["update"] == 0]
+  assert len(first) == 2, first
+  # π = π_ref at step 0: the sampler's cached-decode log-probs and the reference's full forward
+  # agree to float32 rounding (~1e-7 per token, over 6 tokens).
+  assert all(abs(r["kl_to_ref"]) < 1e-5 for r in first), first
+  # The gold score is VADER on the decoded samples (a mean over the batch): it moves.
+  assert len({r["gold_score"] for r in rows}) > 1
+
+
+def restore_rl_state(workdir):
+  root = os.path.join(workdir, "rl", "groups", "base")
+  (batch,) = os.listdir(root)
+  with ocp.CheckpointManager(os.path.abspath(os.path.join(root, batch, "checkpoints"))) as m:
+    return m.restore(m.latest_step(), args=ocp.args.StandardRestore())
+
+
+def assert_frozen(config, workdir):
+  """π_ref is bit-identical after RL while the policy moved; the optimizer tracks the policy's
+  parameters only (π_ref is not in what it updates), and the reward model is not in the train
+  state at all (its parameters are constants of the compiled step)."""
+  pi_ref = train.load_params(os.path.join(workdir, "pi_ref.msgpack"), rlhf.make_policy(config))
+  state = restore_rl_state(workdir)
+  moved = jax.tree_util.tree_map(lambda p, r: float(jnp.max(jnp.abs(p[0] - r))),
+                                 state["params"], pi_ref)
+  assert max(jax.tree_util.tree_leaves(moved)) > 0  # the policy did learn
+  jax.tree_util.tree_map(lambda r_R, r: np.testing.assert_array_equal(r_R[0], r),
+                         state["ref_params"], pi_ref)
+  (adam,) = [s for s in state["opt_state"] if isinstance(s, dict) and "mu" in s]
+  mu = adam["mu"]
+  assert (jax.tree_util.tree_structure(mu) == jax.tree_util.tree_structure(state["params"]))
+  assert set(state) == {"params", "ref_params", "opt_state", "baseline_state", "key", "step",
+                        "hp", "halted"}
+
+
+@pytest.mark.slow
+def test_reward_model_and_reference_stay_frozen(pipeline):
+  config, workdir, before = pipeline
+  assert digest(os.path.join(workdir, "reward_model.msgpack")) == before
+  assert_frozen(config, workdir)
+
+
+@pytest.fixture(scope="module")
+def kl_in_loss(pipeline, tmp_path_factory):
+  """The RL and report stages again from the pipeline's files, with a k2 KL term in the loss
+  and a single β (not swept)."""
+  config, source, _ = pipeline
+  workdir = str(tmp_path_factory.mktemp("rlhf_kl_loss"))
+  for name in ("pi_ref.msgpack", "reward_model.msgpack", "preferences.npz", "summary.json"):
+    if os.path.exists(os.path.join(source, name)):
+      shutil.copy(os.path.join(source, name), workdir)
+  config = tiny_rlhf()
+  config.kl_placement, config.kl_estimator = "loss", "k2"
+  config.sweep.kl_coef = None
+  config.hparams.kl_coef = 0.2
+  rlhf.run(config, workdir, stages=("rl", "report"), verbose=False)
+  return config, workdir
+
+
+@pytest.mark.slow  # its fixture trains the whole tiny pipeline again (~45 s)
+def test_kl_in_the_loss_starts_at_zero_and_keeps_the_reference_frozen(kl_in_loss):
+  config, workdir = kl_in_loss
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "rl", "results.jsonl"))]
+  first = [r for r in rows if r["update"] == 0]
+  assert len(first) == config.num_seeds and all(abs(r["kl_to_ref"]) < 1e-5 for r in first)
+  assert_frozen(config, workdir)
+  summary = open(os.path.join(workdir, "summary.md")).read()
+  assert "β = 0.2" in summary  # the report stage reads an unswept β from the config
+
+
+def test_bradley_terry_labels_follow_the_sigmoid():
+  """Each level of g_a − g_b gets n = 20,000 draws; the share of first-wins must lie within
+  4 binomial standard errors of σ(Δ/T)."""
+  n, temperature = 20_000, 0.1
+  deltas = np.array([-0.3, -0.05, 0.0, 0.02, 0.1, 0.5])
+  gold = np.stack([np.repeat(deltas, n), np.zeros(n * len(deltas))], axis=1)
+  wins, p = lm.bradley_terry_labels(gold, temperature, np.random.default_rng(0))
+  want = 1 / (1 + np.exp(-deltas / temperature))
+  np.testing.assert_allclose(p.reshape(len(deltas), n)[:, 0], want, rtol=1e-12)
+  share = wins.reshape(len(deltas), n).mean(axis=1)
+  se = np.sqrt(want * (1 - want) / n)
+  assert np.all(np.abs(share - want) <= 4 * se + 1e-12), (share, want)
+  with pytest.raises(ValueError, match="temperature must be > 0"):
+    lm.bradley_terry_labels(gold, 0.0, np.random.default_rng(0))
+
+
+def test_gold_scorer_is_vader_sentiment():
+  gold = rlhf.gold_scorer()
+  assert gold("this is a wonderful, great and happy result") > 0.5
+  assert gold("this is a terrible, awful and sad failure") < -0.5
+  assert gold("the file is in the directory") == 0.0  # ("value" alone scores 0.34)
+
+
+def test_init_from_errors_name_the_field(tmp_path):
+  cfg = ModelConfig(vocab_size=16, max_len=8, num_layers=1, d_model=16, num_heads=2,
+                    value_head="none")
+  with pytest.raises(FileNotFoundError, match="config.init_from"):
+    train.load_params(str(tmp_path / "missing.msgpack"), GPTPolicy(cfg))
+  path = str(tmp_path / "p.msgpack")
+  train.save_params(path, init_params(cfg, jax.random.PRNGKey(0)))
+  other = ModelConfig(vocab_size=16, max_len=8, num_layers=1, d_model=32, num_heads=2,
+                      value_head="none")
+  with pytest.raises(ValueError, match="do not fit config.model"):
+    train.load_params(path, GPTPolicy(other))
+
+
+def test_vocabulary_round_trip_and_empty_corpus():
+  raw = text.corpus_text()
+  assert len(text.words(raw)) > 30_000  # the documentation that ships with CPython
+  vocab = text.build_vocab(raw, 512)
+  assert vocab.size == 512 and vocab.forms[:3] == text.SPECIALS
+  sentence = "the value is used, and the object is returned."
+  assert vocab.decode(vocab.encode(sentence)) == sentence
+  with pytest.raises(ValueError, match="corpus is empty"):
+    text.build_vocab("", 64)
+  with pytest.raises(ValueError, match="unknown stage"):
+    rlhf.run(tiny_rlhf(), "/tmp/unused", stages=("train",))
