@@ -13,7 +13,8 @@ Conventions (written down once, tested in tests/core/test_conventions.py):
 * Log-ratios are clamped to ±20 before `exp`.
 * Samples of one prompt sit in `group_size` consecutive rows (B = prompts × G).
 * The sampler keeps the end token (mask 1) and pads after it (mask 0); behaviour log-probs come
-  from the logits each token was drawn from, at the trainer's temperature.
+  from the logits each token was drawn from, at the trainer's temperature. The pad token is
+  never emitted (the policy masks it for sampler and trainer alike).
 * Hyperparameters a user may sweep are float32 leaves of a dict (`pg.hparams`), traced under
   `jit`; shapes, loop counts and names are static.
 * Advantage estimators and policy losses are chosen by name from registries

@@ -16,7 +16,9 @@ selects it with `config.model.name`.
 
 Capabilities are part of the object: with N < B, `response_stats` runs each prompt once for its
 G samples (when `shares_prompts` is True; the train step passes N = B otherwise), and
-`logprob_chunk_size` makes it apply the LM head over the vocabulary in chunks.
+`logprob_chunk_size` makes it apply the LM head over the vocabulary in chunks. `masked_ids` are
+tokens the policy never emits (a task's pad token): every logit the policy gives, to the
+sampler and to the trainer alike, has them at −1e9, so both use one distribution (ρ = 1).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Policy(Protocol):
   has_values: bool                     # a value head (a critic) is part of the model
   shares_prompts: bool                 # response_stats accepts N < B prompts
   logprob_chunk_size: Optional[int]    # None: dense LM head
+  masked_ids: tuple                    # token ids never emitted (logit −1e9)
 
   def init(self, key) -> Any: ...
 
@@ -61,7 +64,7 @@ class Policy(Protocol):
 
 
 class PolicyRegistration(NamedTuple):
-  build: Callable     # build(options: dict, *, vocab_size, max_len, logprob_chunk_size) -> Policy
+  build: Callable     # build(options, *, vocab_size, max_len, logprob_chunk_size, masked_ids)
   options: dict       # config.model fields the architecture reads, with their defaults
 
 
@@ -69,22 +72,25 @@ POLICIES: dict[str, PolicyRegistration] = {}
 
 
 def register_policy(name: str, *, options: dict, override: bool = False):
-  """Decorator: registers `build(options, *, vocab_size, max_len, logprob_chunk_size) -> Policy`
-  under `name`; `options` are the `config.model` fields it reads, with their defaults."""
+  """Decorator: registers `build(options, *, vocab_size, max_len, logprob_chunk_size,
+  masked_ids) -> Policy` under `name`; `options` are the `config.model` fields it reads, with
+  their defaults."""
   def register(build):
     check_new_name(POLICIES, "policy", name, override)
     params = inspect.signature(build).parameters
-    if not {"vocab_size", "max_len", "logprob_chunk_size"} <= set(params):
+    if not {"vocab_size", "max_len", "logprob_chunk_size", "masked_ids"} <= set(params):
       raise TypeError(f"register_policy {name!r}: {build.__name__}{inspect.signature(build)} "
-                      f"must take (options, *, vocab_size, max_len, logprob_chunk_size).")
+                      f"must take (options, *, vocab_size, max_len, logprob_chunk_size, "
+                      f"masked_ids).")
     POLICIES[name] = PolicyRegistration(build, dict(options))
     return build
   return register
 
 
 def build_policy(model_config, *, vocab_size: int, max_len: int,
-                 logprob_chunk_size: Optional[int] = None) -> Policy:
-  """The policy `model_config.name` (default "gpt") built from the other `model_config` fields.
+                 logprob_chunk_size: Optional[int] = None, masked_ids=()) -> Policy:
+  """The policy `model_config.name` (default "gpt") built from the other `model_config` fields,
+  never emitting `masked_ids`.
 
   A field the architecture does not read is refused, naming it, as is an unknown name."""
   fields = dict(model_config)
@@ -99,7 +105,8 @@ def build_policy(model_config, *, vocab_size: int, max_len: int,
                    f"options: {', '.join(registration.options)}.")
   options = {**registration.options, **fields}
   return registration.build(options, vocab_size=vocab_size, max_len=max_len,
-                            logprob_chunk_size=logprob_chunk_size)
+                            logprob_chunk_size=logprob_chunk_size,
+                            masked_ids=tuple(int(i) for i in masked_ids))
 
 
 def abstract_params(policy: Policy):

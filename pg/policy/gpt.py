@@ -240,6 +240,7 @@ class GPTPolicy:
   """`PolicyValue` behind the `pg.policy.base.Policy` interface."""
   cfg: ModelConfig
   logprob_chunk_size: Optional[int] = None
+  masked_ids: tuple = ()
   shares_prompts = True
 
   @property
@@ -264,6 +265,18 @@ class GPTPolicy:
   def _apply(self, params, *args, method):
     return PolicyValue(self.cfg).apply(params, *args, method=method)
 
+  def _mask_V(self):
+    """−1e9 at the token ids the policy never emits, 0 elsewhere (float32 `[V]`); None when
+    there are none. Finite, so p·log p stays 0 in the entropy."""
+    if not self.masked_ids:
+      return None
+    return jnp.zeros((self.cfg.vocab_size,), jnp.float32).at[jnp.asarray(self.masked_ids)].set(
+        -1e9)
+
+  def _masked(self, logits_xV):
+    mask_V = self._mask_V()
+    return logits_xV if mask_V is None else logits_xV + mask_V
+
   def response_stats(self, params, prompts_NxP, tokens_BxT, temperature):
     """Log-probs, entropies and values `[B, T]` of the responses after their prompts (values
     None without a value head). With N < B prompts, each is run once for the G = B / N
@@ -279,26 +292,29 @@ class GPTPolicy:
       h_BxTxD = h_BxLxD[:, P - 1:-1]  # the positions that predict each response token
       values_BxT = None if values_BxL is None else values_BxL[:, P - 1:-1]
     if self.logprob_chunk_size is None:
-      logits_BxTxV = self._apply(params, h_BxTxD, method=PolicyValue.head)
+      logits_BxTxV = self._masked(self._apply(params, h_BxTxD, method=PolicyValue.head))
       logp_BxT, entropy_BxT = token_log_probs_and_entropy(logits_BxTxV, tokens_BxT,
                                                           temperature=temperature)
     else:  # the LM head applied chunk by chunk: no [B, T, V] logits at all
       head = params["params"]["lm_head"]
       logp_BxT, entropy_BxT = head_log_probs_and_entropy(
-          h_BxTxD, head["kernel"], head["bias"], tokens_BxT, temperature=temperature,
-          chunk_size=self.logprob_chunk_size, compute_dtype=self.cfg.dtype)
+          h_BxTxD, head["kernel"], self._masked(head["bias"]), tokens_BxT,
+          temperature=temperature, chunk_size=self.logprob_chunk_size,
+          compute_dtype=self.cfg.dtype)
     return logp_BxT, entropy_BxT, values_BxT
 
   def sequence_outputs(self, params, tokens_BxL):
     """Logits `[B, L, V]` at every position and values `[B, L]` (or None)."""
-    return self._apply(params, tokens_BxL, method=PolicyValue.__call__)
+    logits_BxLxV, values_BxL = self._apply(params, tokens_BxL, method=PolicyValue.__call__)
+    return self._masked(logits_BxLxV), values_BxL
 
   def init_cache(self, batch_size: int, block_sizes=None):
     return init_cache(self.cfg, batch_size, block_sizes)
 
   def decode(self, params, tokens_BxL, pos, cache, block: int = 0):
-    return PolicyValue(self.cfg).apply(params, tokens_BxL, pos, cache, block,
-                                       method=PolicyValue.decode)
+    logits_BxLxV, cache = PolicyValue(self.cfg).apply(params, tokens_BxL, pos, cache, block,
+                                                      method=PolicyValue.decode)
+    return self._masked(logits_BxLxV), cache
 
   def token_flops(self, attended: int) -> TokenFlops:
     """A token through the trunk: 2·L·(4 + 2r)·d² for the projections and the MLP (12d² per
@@ -322,6 +338,6 @@ OPTIONS = {"num_layers": 2, "d_model": 64, "num_heads": 4, "mlp_ratio": 4, "valu
 
 
 @register_policy("gpt", options=OPTIONS)
-def build(options, *, vocab_size, max_len, logprob_chunk_size=None) -> GPTPolicy:
+def build(options, *, vocab_size, max_len, logprob_chunk_size=None, masked_ids=()) -> GPTPolicy:
   return GPTPolicy(ModelConfig(vocab_size=vocab_size, max_len=max_len, **options),
-                   logprob_chunk_size)
+                   logprob_chunk_size, tuple(masked_ids))

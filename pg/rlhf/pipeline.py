@@ -72,7 +72,8 @@ def make_policy(config, value_head="none"):
   head) or the reward model (`value_head="shared"`: its scalar head)."""
   return build_policy({**config.model.to_dict(), "value_head": value_head},
                       vocab_size=config.rlhf.vocab_size,
-                      max_len=config.rlhf.prompt_len + config.rlhf.response_len)
+                      max_len=config.rlhf.prompt_len + config.rlhf.response_len,
+                      masked_ids=(text.Vocab(text.SPECIALS).pad_id,))
 
 
 def prompts_from(windows_NxL, prompt_len, key, n):

@@ -49,7 +49,7 @@ def build(config, task: tasks_lib.Task | None = None):
                      f"{config.group_size}.")
   policy = build_policy(config.model, vocab_size=task.vocab_size,
                         max_len=task.prompt_len + task.max_new_tokens,
-                        logprob_chunk_size=_chunk_size(config))
+                        logprob_chunk_size=_chunk_size(config), masked_ids=never_emitted(task))
   if advantage.needs_critic and not policy.has_values:
     raise ValueError(f"advantage {config.advantage!r} needs a critic: set "
                      f"config.model.value_head to 'shared' or 'separate'.")
@@ -58,6 +58,13 @@ def build(config, task: tasks_lib.Task | None = None):
     raise FileNotFoundError(f"config.init_from: no params at {config.init_from!r}.")
   pg.make_hparams(**config.hparams)  # names and ranges of the swept values
   return task, policy
+
+
+def never_emitted(task) -> tuple:
+  """The task's pad token, when it pads (has an end token) with a token of its own: the policy
+  never samples it, and the trainer scores with the same masked distribution. (Without an end
+  token, as in target_token, nothing is padded and the pad id is an ordinary token.)"""
+  return (task.pad_id,) if task.eos_id >= 0 and task.pad_id != task.eos_id else ()
 
 
 def _registration(field, config):
