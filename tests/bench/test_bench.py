@@ -119,6 +119,7 @@ def test_max_rel_diff_is_relative_to_the_reference_scale():
   assert core.max_rel_diff(a, b) == pytest.approx(0.5)
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_bench_core_prints_both_tables_at_tiny_sizes(capsys):
   load_script("bench_core").main(["--quick", "--repeats", "1", "--lp-repeats", "1", "--gae-B",
                                   "2", "--B", "1", "--T", "4", "--V", "16", "--chunks", "8"])

@@ -106,6 +106,7 @@ def test_outputs_are_zero_on_masked_positions():
     assert np.all(np.asarray(out)[m == 0] == 0)
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_associative_matches_scan_on_long_sequences():
   rng = np.random.default_rng(0)
   r = rng.normal(size=(3, 1024)).astype(np.float32)

@@ -116,6 +116,7 @@ def test_config_checks_read_the_registration_facts(restore_registries):
   train.build(tiny(advantage="critic_only", model={"value_head": "shared"}))
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_a_loss_declares_its_own_swept_hyperparameter(restore_registries):
   @pg.register_policy_loss("tiny_clip", hparams={
       "tiny_eps": (3e-4, 0.0, 1.0, True, False, "a GSPO-sized clip width")})

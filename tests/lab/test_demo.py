@@ -56,6 +56,7 @@ def test_bad_config_fails_before_compiling(override, match):
     demo.make_train(tiny_config(**override))
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_main_script_runs(tmp_path):
   cmd = [sys.executable, os.path.join(ROOT, "experiments", "estimator_demo.py"),
          "--config.num_updates=20", "--config.num_seeds=2", f"--config.workdir={tmp_path}"]

@@ -125,6 +125,7 @@ def test_exact_values_are_conditional_expectations():
   np.testing.assert_allclose(v_NxT[:, -1], last, rtol=1e-5)
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_a_learned_critic_converges_to_the_exact_values():
   p = PROBLEM
   errors = [problems.critic_error(p, problems.learned_values(p, m, jax.random.PRNGKey(1)))
@@ -133,6 +134,7 @@ def test_a_learned_critic_converges_to_the_exact_values():
   assert errors[2] < 0.01  # about 1/√(visits per state), the smallest state seen ~10³ times
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_credit_assignment_per_token_critic_leaves_irrelevant_tokens_alone():
   p = problems.needle_problem()
   exact = np.asarray(problems.exact_gradient(p)).reshape(p.length, -1)

@@ -33,6 +33,7 @@ def test_kv_cache_decoding_equals_full_forward():
   np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_decoding_reads_no_cache_block_after_its_own():
   cfg = model.ModelConfig(vocab_size=9, max_len=10)
   params = model.init_params(cfg, jax.random.PRNGKey(0))

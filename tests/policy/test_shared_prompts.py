@@ -70,6 +70,7 @@ def test_grouped_forward_equals_the_full_forward(value_head, N, G, P, T):
     np.testing.assert_allclose(v2, v, atol=3e-6)
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_grouped_forward_has_the_same_gradient():
   cfg, params, prompts, responses = net_and_batch("shared", 3, 4, 5, 6)
   w_BxT = jax.random.normal(jax.random.PRNGKey(9), responses.shape)
@@ -126,7 +127,7 @@ def tiny(**overrides):
 
 
 @pytest.mark.parametrize("overrides", [
-    {},
+    pytest.param({}, marks=pytest.mark.slow),  # default suite under 9 min; CI runs it
     pytest.param({"advantage": "gae", "model": {"value_head": "separate"}, "policy_loss": "ppo"},
                  marks=pytest.mark.slow),
     pytest.param({"kl_placement": "loss", "kl_estimator": "k2", "logprob_chunk_size": 3},
@@ -158,6 +159,7 @@ def test_when_prompts_are_shared(overrides, expected):
   assert train.shares_prompts(config, policy) is expected
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_flop_count_of_the_grouped_forward_matches_xla():
   N, G, P, T = 8, 4, 16, 16
   cfg = model.ModelConfig(vocab_size=64, max_len=P + T, num_layers=2, d_model=128, num_heads=4,

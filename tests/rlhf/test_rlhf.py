@@ -33,6 +33,7 @@ def test_bradley_terry_loss_and_gradient_by_hand():
   np.testing.assert_allclose(g_rejected, -expected, rtol=1e-5)
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_reward_model_beats_chance_on_held_out_pairs():
   """Preferences from a hidden rule (more of token 3 is better): after 150 steps the held-out
   accuracy must clear chance by 3 standard errors (n = 256: 0.5 + 3·0.031 = 0.59)."""

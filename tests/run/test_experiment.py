@@ -20,6 +20,7 @@ def read_jsonl(path):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_resume_continues_exactly(tmp_path):
   full = tiny(num_chunks=4, checkpoint_every=2)
   state_a = experiment.run(full, str(tmp_path / "a"), verbose=False)
@@ -40,8 +41,17 @@ def test_workdir_with_another_config_is_refused(tmp_path):
     experiment.run(tiny(num_chunks=1, group_size=2), str(tmp_path), verbose=False)
 
 
-@pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                                        if "enumerable" not in p), ids=os.path.basename)
+# The default config runs in the default suite; the others, and the research
+# fork's (its estimator, loss and task come in through config.imports), in CI (slow).
+CONFIGS = [p if os.path.basename(p) == "default.py" else
+           pytest.param(p, marks=pytest.mark.slow)
+           for p in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                           + glob.glob(os.path.join(ROOT, "experiments", "fork_example",
+                                                    "*_config.py")))
+           if "enumerable" not in p]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(str(p)))
 def test_every_config_runs_one_shrunk_chunk(path):
   config = configs.load_config_file(path)
   text = open(path).read()

@@ -60,6 +60,7 @@ def by_setting(rows, names):
   return out
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_sweep_equals_the_same_settings_run_one_by_one(tmp_path):
   config = tiny(learning_rate=(1e-3, 1e-2), entropy_coef=(0.0, 0.1))
   run_sweep(config, tmp_path / "sweep")
@@ -108,6 +109,7 @@ def test_continuous_values_share_one_compile_structural_ones_do_not(tmp_path, mo
     assert r["hparams"]["kl_coef"] == config.hparams.kl_coef
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_one_seed_reports_no_interval(tmp_path):
   run_sweep(tiny(learning_rate=(1e-3, 1e-2), num_seeds=1), tmp_path)
   md = (tmp_path / "results.md").read_text()
@@ -159,6 +161,7 @@ def test_runs_per_batch_caps_batches():
       assert sum(sizes) == n and max(sizes) <= cap and len(set(sizes)) <= 2
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_rerun_skips_finished_runs_and_a_wider_grid_runs_only_the_new_ones(tmp_path):
   run_sweep(tiny(learning_rate=(1e-3, 1e-2)), tmp_path)
   first = read_jsonl(tmp_path / "results.jsonl")

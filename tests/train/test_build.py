@@ -50,6 +50,7 @@ def test_a_run_validates_once_and_writes_no_registry(tmp_path, count_builds):
   assert registries() == before
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_a_sweep_builds_each_group_once(tmp_path, count_builds):
   c = tiny(num_chunks=1, updates_per_chunk=1, num_seeds=1, num_prompts=4)
   c.sweep.advantage = ("rloo", "grpo")
@@ -58,6 +59,7 @@ def test_a_sweep_builds_each_group_once(tmp_path, count_builds):
   assert count_builds == ["needle", "needle"]  # one per group (structural choice)
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_a_task_object_is_handed_down_not_registered(tmp_path):
   task = tasks.python_task("mine", lambda p, y: float(len(y)) / 4, vocab_size=6, prompt_len=1,
                            max_new_tokens=4, eos_id=4, pad_id=5,
@@ -88,10 +90,14 @@ def test_policy_registry_checks_names_and_fields():
 
 def test_config_imports_bring_a_forks_registrations():
   """A fork's loss, estimator and task, imported by `config.imports` (no sys.path edits); its
-  declared hyperparameter gets a field like the built-in ones."""
-  for name in [m for m in sys.modules if m.startswith("pg_imported_")]:
-    sys.modules.pop(name)
+  declared hyperparameter gets a field like the built-in ones. (Another test may have imported
+  the fork already: its registrations and modules are set aside and put back.)"""
   saved = registries()
+  modules = {m: sys.modules.pop(m) for m in list(sys.modules) if m.startswith("pg_imported_")}
+  for table, names in ((tasks.TASKS, ["distinct"]), (pg.ADVANTAGE_ESTIMATORS, ["rank"]),
+                       (pg.POLICY_LOSSES, ["cispo"])):
+    for name in names:
+      table.pop(name, None)
   try:
     c = configs.load_config_file(os.path.join(FORK, "rank_kl_config.py"))
     assert c.imports and all(path.startswith(FORK) for path in c.imports)
@@ -106,6 +112,7 @@ def test_config_imports_bring_a_forks_registrations():
       table.update(old)
     for name in [m for m in sys.modules if m.startswith("pg_imported_")]:
       sys.modules.pop(name)
+    sys.modules.update(modules)
   with pytest.raises(ImportError, match="config.imports: cannot import 'no_such_module'"):
     train.build(tiny(imports=("no_such_module",)))
   with pytest.raises(FileNotFoundError, match="config.imports: no file 'missing.py'"):

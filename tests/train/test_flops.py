@@ -28,6 +28,7 @@ def test_flop_count_matches_xla_for_a_forward_pass(d_model, num_layers, vocab, s
   assert 0.9 < ours / compiled.cost_analysis()["flops"] <= 1.0
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_flop_count_of_decode_steps_matches_xla_for_each_cache_block(monkeypatch):
   """pg.flops charges a decode step at slot t for the cache blocks up to its own: check that
   against XLA's count of one compiled step per slot, with blocks of 2 slots."""

@@ -68,6 +68,7 @@ def test_stop_names_the_quantity_and_saves_the_last_good_state(tmp_path, nan_tas
   assert bool(np.any(state["halted"]))
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_skip_drops_the_bad_updates_counts_them_and_finishes(tmp_path, nan_task):
   experiment.run(config("skip"), str(tmp_path), task=nan_task, verbose=False)
   log = rows(tmp_path)
@@ -80,6 +81,7 @@ def test_skip_drops_the_bad_updates_counts_them_and_finishes(tmp_path, nan_task)
     assert np.all(np.isfinite(leaf))
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_a_skipped_update_leaves_the_parameters_untouched(nan_task):
   c = config("skip")
   c.updates_per_chunk = 1
@@ -103,6 +105,7 @@ def test_bad_mode_is_refused(nan_task):
     train.build(c, nan_task)
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
   from pg.run import configs as cfgs
   c = cfgs.base_config()
