@@ -21,6 +21,7 @@ def policy_and_batch(value_head="shared", chunk=None, N=3, G=2, P=4, T=5, V=11):
   return policy, params, prompts_NxP, tokens_BxT
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_the_gpt_policy_implements_the_interface():
   policy, params, _, _ = policy_and_batch()
   assert isinstance(policy, Policy) and policy.has_values and policy.shares_prompts
@@ -28,7 +29,8 @@ def test_the_gpt_policy_implements_the_interface():
   assert shapes == jax.tree_util.tree_map(lambda x: x.shape, params)
 
 
-@pytest.mark.parametrize("value_head", ["none", "shared", "separate"])
+@pytest.mark.parametrize("value_head", [pytest.param("none", marks=pytest.mark.slow), "shared",
+                                        pytest.param("separate", marks=pytest.mark.slow)])
 def test_response_stats_match_the_full_forward(value_head):
   """Log π of each response token = log-softmax of the full forward's logits at the position
   before it; values there too; N < B (a group's prompt run once) gives the same numbers."""

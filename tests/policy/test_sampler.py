@@ -60,7 +60,7 @@ def test_decoding_reads_no_cache_block_after_its_own():
     model.init_cache(cfg, 3, (4, 4))
 
 
-@pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("block", [pytest.param(1, marks=pytest.mark.slow), 2, 4])
 def test_decoding_in_blocks_samples_the_same(monkeypatch, block):
   """The sampler's cache blocks (a scan per DECODE_BLOCK slots, each step reading only the blocks
   up to its own) give the samples of one block over the whole context."""

@@ -192,7 +192,7 @@ _attend_grads = jax.jit(jax.grad(lambda a, block: jnp.sum(jnp.sin(attention.atte
     *a, block=block)))), static_argnums=1)
 
 
-@pytest.mark.parametrize("block", [1, 3, 4, 10])
+@pytest.mark.parametrize("block", [pytest.param(1, marks=pytest.mark.slow), 3, 4, 10])
 def test_blocked_attention_equals_one_block(block):
   args = attention_inputs()
   whole = _attend(*args, block=64)

@@ -66,7 +66,7 @@ def test_every_config_runs_one_shrunk_chunk(path):
     assert np.all(np.isfinite(v)), k
 
 
-@pytest.mark.parametrize("repeat", [0, pytest.param(1, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("repeat", [pytest.param(r, marks=pytest.mark.slow) for r in (0, 1)])
 def test_sigterm_finishes_the_chunk_and_saves(tmp_path, repeat):
   import signal
   import subprocess

@@ -55,6 +55,7 @@ def rows(workdir):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_stop_names_the_quantity_and_saves_the_last_good_state(tmp_path, nan_task):
   with pytest.raises(FloatingPointError, match=r"non-finite reward at update (\d+) of run "
                                                r"\d+ \(seed=\d\).*on_nonfinite='skip'") as e:

@@ -13,6 +13,7 @@ from tiny_config import run_chunks, tiny
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_short_run_learns():
   config = tiny()
   _, m, _ = run_chunks(config, 8)  # 40 updates
@@ -49,6 +50,7 @@ def test_second_chunk_and_new_hyperparameters_do_not_recompile():
   assert not np.allclose(a["loss"], b["loss"])  # the new values did take effect
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_on_policy_ratio_is_one():
   _, m, _ = run_chunks(tiny(policy_loss="ppo"), 1)
   np.testing.assert_allclose(m["ratio_mean"], 1.0, atol=1e-5)
