@@ -82,6 +82,7 @@ def test_decoding_in_blocks_samples_the_same(monkeypatch, block):
   np.testing.assert_allclose(parts.logp_BxT, whole.logp_BxT, atol=1e-6)
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_sampler_end_token_padding_and_behaviour_logprobs():
   task = tasks.make_task("addition", num_digits=1)
   cfg = model.ModelConfig(vocab_size=task.vocab_size, max_len=task.prompt_len + 6)
@@ -115,7 +116,7 @@ def test_sampler_refuses_prompts_longer_than_the_context():
                    max_new_tokens=3, eos_id=0, pad_id=1)
 
 
-@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("masked", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_the_pad_token_is_never_sampled_and_rho_stays_one(masked):
   """A policy that favours the pad token (+8 on its logit) never emits it when the task pads
   with it (`pg.train.build` masks it): the sampler and the trainer's log-probs use the same

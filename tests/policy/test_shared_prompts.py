@@ -51,11 +51,15 @@ def grouped_forward(cfg, params, prompts_NxP, responses_BxT):
 _grouped_forward = jax.jit(grouped_forward, static_argnums=0)
 
 
+SLOW = pytest.mark.slow  # default suite under 9 min; CI runs every case
+
+
 @pytest.mark.parametrize("value_head,N,G,P,T", [
-    *[(head, 3, 2, 4, 5) for head in model.VALUE_HEADS],
-    ("shared", 2, 1, 3, 4),   # groups of one
+    ("none", 3, 2, 4, 5),
+    *[pytest.param(head, 3, 2, 4, 5, marks=SLOW) for head in ("shared", "separate")],
+    pytest.param("shared", 2, 1, 3, 4, marks=SLOW),   # groups of one
     ("shared", 2, 3, 1, 4),   # a one-token prompt
-    ("shared", 2, 4, 3, 1),   # one response slot: the prompt alone predicts it
+    pytest.param("shared", 2, 4, 3, 1, marks=SLOW),   # one response slot: the prompt alone
 ])
 def test_grouped_forward_equals_the_full_forward(value_head, N, G, P, T):
   cfg, params, prompts, responses = net_and_batch(value_head, N, G, P, T)

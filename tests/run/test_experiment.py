@@ -41,10 +41,9 @@ def test_workdir_with_another_config_is_refused(tmp_path):
     experiment.run(tiny(num_chunks=1, group_size=2), str(tmp_path), verbose=False)
 
 
-# The default config runs in the default suite; the others, and the research
-# fork's (its estimator, loss and task come in through config.imports), in CI (slow).
-CONFIGS = [p if os.path.basename(p) == "default.py" else
-           pytest.param(p, marks=pytest.mark.slow)
+# Every config, and the research fork's (its estimator, loss and task come in through
+# config.imports), in CI (slow): each is a whole shrunk run.
+CONFIGS = [pytest.param(p, marks=pytest.mark.slow)
            for p in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))
                            + glob.glob(os.path.join(ROOT, "experiments", "fork_example",
                                                     "*_config.py")))
