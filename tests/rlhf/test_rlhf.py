@@ -130,7 +130,13 @@ def assert_frozen(config, workdir):
   assert max(jax.tree_util.tree_leaves(moved)) > 0  # the policy did learn
   jax.tree_util.tree_map(lambda r_R, r: np.testing.assert_array_equal(r_R[0], r),
                          state["ref_params"], pi_ref)
-  (adam,) = [s for s in state["opt_state"] if isinstance(s, dict) and "mu" in s]
+  def adam_states(node):  # the optax chain's states, restored as nested lists and dicts
+    if isinstance(node, dict):
+      return [node] if "mu" in node else [a for v in node.values() for a in adam_states(v)]
+    if isinstance(node, (list, tuple)):
+      return [a for v in node for a in adam_states(v)]
+    return []
+  (adam,) = adam_states(state["opt_state"])
   mu = adam["mu"]
   assert (jax.tree_util.tree_structure(mu) == jax.tree_util.tree_structure(state["params"]))
   assert set(state) == {"params", "ref_params", "opt_state", "baseline_state", "key", "step",
