@@ -255,10 +255,6 @@ class GPTPolicy:
   def has_values(self) -> bool:
     return self.cfg.value_head != "none"
 
-  @property
-  def dtype(self) -> str:
-    return self.cfg.dtype
-
   def init(self, key):
     return init_params(self.cfg, key)
 
