@@ -4,26 +4,26 @@ sampled gradients are compared with the exact ∇J.
     python experiments/estimator_demo.py [--config.num_updates=500]
 """
 
+import _startup  # noqa: F401  (first: Ctrl-C during the imports exits cleanly)
+
 import os
 import time
 
-from absl import app
 from absl import logging
-from ml_collections import config_flags
 
 import pg
 from pg.lab import demo
-from pg.run import plotting
+from pg.run import cli, configs, plotting, schema
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "enumerable_demo.py"),
-    "An ml_collections config file.", lock_config=True)
+DEFAULT = os.path.join(os.path.dirname(__file__), "..", "configs", "enumerable_demo.py")
+_CONFIG = cli.config_flag(DEFAULT)
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  schema.check_against(config, configs.load_config_file(DEFAULT))
   hp = pg.make_hparams(learning_rate=config.learning_rate, temperature=config.temperature,
                        baseline_decay=config.baseline_decay)
   results = {}
@@ -52,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

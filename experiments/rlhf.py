@@ -8,17 +8,17 @@ preferences.npz, reward_model.msgpack, rl/ (a β sweep). The end: summary.md (st
 value; samples before and after RL) and gold_vs_proxy.png. See pg/rlhf.py.
 """
 
-import os
-import sys
+import _startup  # noqa: F401  (first: Ctrl-C during the imports exits cleanly)
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+import os
+
+from absl import flags, logging
 
 from pg import rlhf
+from pg.run import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "rlhf.py"),
-    "An ml_collections config file with an `rlhf` block.", lock_config=True)
+_CONFIG = cli.config_flag(os.path.join(os.path.dirname(__file__), "..", "configs", "rlhf.py"),
+                          "An ml_collections config file with an `rlhf` block.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/rlhf", "Output folder.")
 _STAGES = flags.DEFINE_list("stages", list(rlhf.STAGES), f"Stages to run, of {rlhf.STAGES}.")
 
@@ -26,14 +26,11 @@ _STAGES = flags.DEFINE_list("stages", list(rlhf.STAGES), f"Stages to run, of {rl
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  try:
-    summary = rlhf.run(_CONFIG.value, _WORKDIR.value, stages=_STAGES.value)
-  except KeyboardInterrupt:
-    sys.exit(130)
+  summary = rlhf.run(_CONFIG.value, _WORKDIR.value, stages=_STAGES.value)
   print(open(os.path.join(_WORKDIR.value, "summary.md")).read())
   print(f"figure: {os.path.join(_WORKDIR.value, 'gold_vs_proxy.png')}")
   del summary
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

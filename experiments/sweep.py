@@ -8,21 +8,22 @@ Continuous hyperparameters (config.sweep.<name>, see pg.hparams.SPEC) are vmappe
 in one compile; structural choices (config.sweep.advantage, .policy_loss, .group_size,
 .model.d_model, ...) compile once per value, one after another. Writes results.md / .csv /
 .jsonl and figures into the workdir (default: runs/<config name>); a rerun skips finished runs
-and resumes an interrupted batch. See pg/sweep.py.
+and resumes an interrupted batch. See pg/run/sweep/. Errors print one line (--debug: the
+traceback).
 """
 
+import _startup  # noqa: F401  (first: Ctrl-C during the imports exits cleanly)
+
 import os
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
+from pg.run import cli, sweep
 from pg.train import sharding
-from pg.run import sweep
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "sweep_lr.py"),
-    "An ml_collections config file with a `sweep` block.", lock_config=True)
+_CONFIG = cli.config_flag(os.path.join(os.path.dirname(__file__), "..", "configs",
+                                       "sweep_lr.py"),
+                          "An ml_collections config file with a `sweep` block.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config name>).")
 
 
@@ -31,12 +32,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   sharding.maybe_initialize_distributed(config)
-  name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
-  try:
-    sweep.run(config, _WORKDIR.value or config.workdir or os.path.join("runs", name))
-  except KeyboardInterrupt:  # the batch in flight was saved; rerun to resume
-    sys.exit(130)
+  name = cli.config_name()
+  sweep.run(config, _WORKDIR.value or config.workdir or os.path.join("runs", name))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -2,25 +2,24 @@
 
     python experiments/train.py                                   # configs/default.py
     python experiments/train.py --config configs/ppo.py --config.num_seeds=8 --workdir runs/ppo
+    python experiments/train.py --config configs/grpo.py --config.task.options.num_digits=2
 
 Writes metrics.jsonl (one row per seed and update), TensorBoard events (tb/), curves.png and
 orbax checkpoints into the workdir (default: runs/<config name>); a rerun with the same workdir
-resumes from the last checkpoint.
+resumes from the last checkpoint. Errors print one line (--debug: the traceback).
 """
 
+import _startup  # noqa: F401  (first: Ctrl-C during the imports exits cleanly)
+
 import os
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-from pg.run import experiment
+from pg.run import cli, experiment, sweep
 from pg.train import sharding
-from pg.run import sweep
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"),
-    "An ml_collections config file.", lock_config=True)
+_CONFIG = cli.config_flag(os.path.join(os.path.dirname(__file__), "..", "configs",
+                                       "default.py"))
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config name>).")
 
 
@@ -30,12 +29,10 @@ def main(argv):
   config = _CONFIG.value
   sweep.check_not_a_sweep(config)
   sharding.maybe_initialize_distributed(config)  # multi-host: before any other JAX call
-  name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
-  try:
-    experiment.run(config, _WORKDIR.value or config.workdir or os.path.join("runs", name))
-  except KeyboardInterrupt:  # the state was saved; experiment.run said where
-    sys.exit(130)
+  name = cli.config_name()
+  experiment.run(config, _WORKDIR.value or config.workdir or os.path.join("runs", name),
+                 title=name)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -267,13 +267,13 @@ def claim_4_text(sweeps) -> str:
 
 # Claim 5.
 
-def _fisher(a, b, alternative="two-sided"):
+def fisher_pvalue(a, b, alternative="two-sided"):
   """Fisher's exact test of the collapse counts of two Cells."""
   table = [[a.collapsed, a.seeds - a.collapsed], [b.collapsed, b.seeds - b.collapsed]]
   return scipy_stats.fisher_exact(table, alternative=alternative).pvalue
 
 
-def _safe_rate(cells, loss, rates):
+def safe_rate(cells, loss, rates):
   """The largest rate up to which no seed of `loss` collapses (0 if one does at the first)."""
   upto = 0
   for lr in rates:
@@ -285,7 +285,7 @@ def _safe_rate(cells, loss, rates):
 
 def _per_loss(cells, loss, rates, upto):
   counts = ", ".join(f"{cells[(loss, lr)].collapsed}/{cells[(loss, lr)].seeds}" for lr in rates)
-  p = _fisher(cells[(loss, rates[-1])], cells[(loss, rates[0])], alternative="greater")
+  p = fisher_pvalue(cells[(loss, rates[-1])], cells[(loss, rates[0])], alternative="greater")
   keeps = (f"keeps every seed up to a learning rate of {upto:g}" if upto else
            "loses seeds already at the smallest rate")
   return (f"- `{loss}` {keeps} (collapsed seeds by rate {', '.join(f'{r:g}' for r in rates)}: "
@@ -300,7 +300,7 @@ def _ppo_against(cells, other, rates, safe):
   better, worse, same = [], [], []
   for lr in rates:
     a, b = cells[("ppo", lr)], cells[(other, lr)]
-    p = _fisher(a, b)
+    p = fisher_pvalue(a, b)
     (better if a.collapsed < b.collapsed and p < 0.05 else
      worse if a.collapsed > b.collapsed and p < 0.05 else same).append((lr, p))
   fmt = lambda xs: ", ".join(f"{lr:g} (p = {p:.2g})" for lr, p in xs)
@@ -328,7 +328,7 @@ def claim_5_text(cells) -> str:
   rate than at the smallest; then `ppo` against the other loss at each rate (two-sided)."""
   losses = sorted({k[0] for k in cells})
   rates = sorted({k[1] for k in cells})
-  safe = {loss: _safe_rate(cells, loss, rates) for loss in losses}
+  safe = {loss: safe_rate(cells, loss, rates) for loss in losses}
   out = [_per_loss(cells, loss, rates, safe[loss]) for loss in losses]
   if len(losses) == 2 and "ppo" in losses:
     out += _ppo_against(cells, [l for l in losses if l != "ppo"][0], rates, safe)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from pg.rlhf import supervised as lm
 from pg.run import plotting
 from pg.policy import sampler
-from pg.run import sweep
+from pg.run import schema, sweep
 from pg import tasks
 from pg.rlhf import text
 from pg import train
@@ -46,6 +46,8 @@ READS = {"preferences": ("pi_ref.msgpack",),
 POSITIVE_INTS = ("vocab_size", "prompt_len", "response_len", "pretrain_steps", "pretrain_batch",
                  "num_pairs", "reward_steps", "reward_batch")
 POSITIVE_FLOATS = ("pretrain_lr", "reward_lr", "bt_temperature")
+# The config's `rlhf` block: every field the pipeline reads (`pg.run.schema` refuses others).
+BLOCK_FIELDS = POSITIVE_INTS + POSITIVE_FLOATS + ("heldout_fraction",)
 
 
 def _path(workdir, name):
@@ -181,8 +183,10 @@ def make_task(config, workdir) -> tasks.Task:
 
 
 def rl_config(config, workdir):
+  """The RL stage's config: the base config's fields (the rlhf block is the pipeline's)."""
   c = config.copy_and_resolve_references()
   with c.unlocked():
+    del c["rlhf"]
     c.task.name, c.task.options = TASK_NAME, {}
     c.init_from = _path(workdir, "pi_ref.msgpack")
     c.model.value_head = "none"
@@ -339,6 +343,7 @@ def run(config, workdir, stages=STAGES, verbose=True):
   if isinstance(stages, str):
     stages = [s.strip() for s in stages.split(",") if s.strip()]
   check_stages(stages, workdir)
+  schema.check(config, blocks={"rlhf": dict.fromkeys(BLOCK_FIELDS)})
   validate(config)
   os.makedirs(workdir, exist_ok=True)
   path = _path(workdir, "summary.json")

@@ -43,6 +43,7 @@ def base_config(imports=()):
   c.share_prompts = True      # run a group's prompt once for its G samples (same numbers)
   c.max_grad_norm = 1.0
   c.on_nonfinite = "stop"     # NaN/inf reward, loss or gradient: "stop" (save, name it) | "skip"
+  c.max_skipped_fraction = 0.1  # "skip": a run skipping more of its updates stops (exit != 0)
   c.logprob_chunk_size = ml_collections.config_dict.placeholder(int)
   c.updates_per_chunk = 10    # updates per compiled chunk (one lax.scan)
   c.num_chunks = 20

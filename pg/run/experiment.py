@@ -1,29 +1,37 @@
 """Running a config: every seed in one compiled program, with progress, logs, plots, checkpoints.
 
-`run(config, workdir)` does, in order: validate the config (before compiling), restore the last
-orbax checkpoint in `workdir` if there is one (a rerun resumes), then for each chunk of updates
-call the jitted, seed-vmapped `train_chunk`, append one JSONL row per seed and update, write
-TensorBoard scalars, and checkpoint every `checkpoint_every` chunks. On Ctrl-C or SIGTERM it
-finishes the chunk in flight, saves it and exits; at the end it plots the learning curves and
-prints a few decoded samples.
+`run(config, workdir)` does, in order: check the config's fields and values (before compiling),
+restore the last orbax checkpoint in `workdir` if there is one (a rerun resumes), compile the
+chunk program (the bar says "compiling… Ns"), then for each chunk of updates call the jitted,
+seed-vmapped `train_chunk` (the bar moves per update), append one JSONL row per seed and update,
+write TensorBoard scalars, and checkpoint every `checkpoint_every` chunks. On Ctrl-C or SIGTERM
+it finishes the chunk in flight, saves it and stops; at the end it plots the learning curves and
+prints a table and a few decoded samples.
+
+Non-finite numbers: with `on_nonfinite = "stop"` the first NaN/inf reward, loss or gradient
+saves the last good state and stops, naming the update, the run and the quantity; with "skip"
+such updates change nothing and are counted, and a run that skipped more than
+`max_skipped_fraction` of its planned updates stops the same way. A full disk names the path
+and the bytes, and leaves the workdir resumable.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from pg.run import plotting
-from pg.policy import sampler
 from pg import train
+from pg.policy import sampler
+from pg.run import checkpoints, plotting, progress, schema, tensorboard
+from pg.run.interrupts import StopRequest
+from pg.run.metrics_log import MetricsLog, atomic_write
+
+__all__ = ["run", "report", "MetricsLog", "comparable_config", "differing_fields"]
 
 # May differ on resume: more chunks, other checkpoint spacing or workdir, and the sweep grid
 # (a sweep batch's runs are compared one by one instead).
@@ -44,53 +52,19 @@ def differing_fields(saved: dict, current: dict) -> list:
   return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
 
 
-class MetricsLog:
-  """JSONL rows {"run", its labels ("seed", swept values...), "update", metric...}; on resume,
-  rows past the checkpoint are dropped, so no update is ever logged twice."""
-
-  def __init__(self, path, keep_updates_below: int):
-    self.path = path
-    rows = []
-    if os.path.exists(path):
-      with open(path) as f:
-        for line in f:
-          try:
-            row = json.loads(line)
-          except json.JSONDecodeError:  # a line cut short by a killed process
-            continue
-          if row["update"] < keep_updates_below:
-            rows.append(line if line.endswith("\n") else line + "\n")
-    with open(path, "w") as f:
-      f.writelines(rows)
-
-  def append(self, metrics, first_update: int, labels=None):
-    """metrics: dict of arrays `[num_runs, K]`; labels: one dict per run (default: seed = run)."""
-    names = sorted(metrics)
-    arrays = {k: np.asarray(metrics[k]) for k in names}
-    R, K = arrays[names[0]].shape
-    labels = labels or [{"seed": r} for r in range(R)]
-    with open(self.path, "a") as f:
-      for r in range(R):
-        for k in range(K):
-          row = {"run": r, **labels[r], "update": first_update + k}
-          row.update({n: float(arrays[n][r, k]) for n in names})
-          f.write(json.dumps(row) + "\n")
-
-  def read(self, labels=()):
-    """Every metric as an array `[num_runs, num_updates]` (`labels`: swept names to leave out)."""
-    with open(self.path) as f:
-      rows = [json.loads(line) for line in f if line.strip()]
-    if not rows:
-      return {}
-    index = "run" if "run" in rows[0] else "seed"
-    R = 1 + max(r[index] for r in rows)
-    U = 1 + max(r["update"] for r in rows)
-    skip = {"run", "seed", "update", *labels}
-    out = {k: np.full((R, U), np.nan) for k in rows[0] if k not in skip}
-    for r in rows:
-      for k in out:
-        out[k][r[index], r["update"]] = r[k]
-    return out
+def make_workdir(workdir: str) -> None:
+  """Creates `workdir`, or raises one line naming it when it is a file or cannot be written."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"--workdir {workdir!r} is a file, not a folder: pass another "
+                             f"--workdir (or move the file).")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise type(e)(e.errno, f"--workdir {workdir!r} cannot be created ({e.strerror}): pass a "
+                           f"folder you can write.") from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise PermissionError(f"--workdir {workdir!r} is not writable: pass a folder you can "
+                          f"write.")
 
 
 def _check_workdir(workdir, config, labels):
@@ -114,96 +88,124 @@ def _check_workdir(workdir, config, labels):
         diff.append("runs")
       raise ValueError(f"workdir {workdir!r} holds a run with a different config (fields "
                        f"{diff}); use another --workdir or delete it.")
-  with open(path, "w") as f:
-    json.dump({"config": json.loads(config.to_json_best_effort()), "runs": labels}, f, indent=2)
+  atomic_write(path, json.dumps({"config": json.loads(config.to_json_best_effort()),
+                                 "runs": labels}, indent=2))
 
 
 def run(config, workdir: str, *, task=None, policy=None, runs: train.Runs | None = None,
         programs=None, verbose: bool = True, report_at_end: bool | None = None,
-        desc: str = "chunks"):
+        desc: str = "updates", blocks=None, counter: progress.UpdateCounter | None = None,
+        title: str | None = None):
   """Trains every run (default: `config.num_seeds` seeds) for `config.num_chunks` chunks and
   returns the final state. `task` and `policy` are what `pg.train.build(config)` made (built
   here when not given; a given `task` alone replaces config.task). `runs` (`pg.train.Runs`)
   sets each run's key, hyperparameters and labels (a sweep); `programs` a prebuilt
-  `(init, train_chunk)` pair for them. `verbose`: progress bar and messages; `report_at_end`
-  (default: verbose) the curves, table and samples."""
+  `(init, train_chunk)` pair for them, compiled with `counter` as its `on_update`. `blocks`:
+  the pipeline blocks (name -> fields) the caller reads besides the base config's fields
+  (`pg.run.schema`). `verbose`: progress bar and messages; `report_at_end` (default: verbose)
+  the curves (titled `title`), table and samples."""
+  schema.check(config, blocks)
   if policy is None:
     task, policy = train.build(config, task)
   labels = runs.labels if runs else train.seed_labels(config)
-  # Built (not compiled) first: a mesh or init_from it refuses leaves the workdir untouched.
-  init, train_chunk = programs or train.make_programs(config, task, policy, len(labels))
-  os.makedirs(workdir, exist_ok=True)
+  if programs is None:
+    counter = progress.UpdateCounter() if verbose else None
+    programs = train.make_programs(config, task, policy, len(labels), on_update=counter)
+  init, train_chunk = programs  # built (not compiled): a refusal leaves the workdir untouched
+  make_workdir(workdir)
   _check_workdir(workdir, config, labels)
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                                  options=ocp.CheckpointManagerOptions(max_to_keep=2),
-                                  item_handlers=ocp.StandardCheckpointHandler())
-  _refuse_other_runs_checkpoints(manager, _abstract_state(config, runs, init), workdir)
+  manager = checkpoints.open_manager(workdir)
+  checkpoints.refuse_other_runs_checkpoints(manager, _abstract_state(config, runs, init), workdir)
   runs = runs or train.seed_runs(config)
   state = init(runs.keys, runs.hp)
-  state, start_chunk = _restore_latest_good(manager, state, workdir)
+  state, start_chunk = checkpoints.restore_latest_good(manager, state, workdir)
+  K, total = config.updates_per_chunk, config.num_chunks * config.updates_per_chunk
   if start_chunk and verbose:
-    print(f"resumed from {workdir} at chunk {start_chunk} "
-          f"(update {start_chunk * config.updates_per_chunk})")
-  K = config.updates_per_chunk
+    print(f"resumed from {workdir} at chunk {start_chunk} (update {start_chunk * K})")
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_updates_below=start_chunk * K)
-  tb = _tensorboard(os.path.join(workdir, "tb"))
-
-  bar = tqdm(range(start_chunk, config.num_chunks), initial=start_chunk,
-             total=config.num_chunks, desc=desc, unit="chunk", disable=not verbose)
+  skipped_R = _skipped_so_far(log, len(labels))
+  tb = tensorboard.open_writer(os.path.join(workdir, "tb"), runs.labels, start_chunk * K)
+  bar = tqdm(total=total, initial=start_chunk * K, desc=desc, unit="update",
+             disable=not verbose)
+  if counter is not None:
+    counter.done, counter.bar = start_chunk * K, (bar if verbose else None)
   completed = start_chunk
 
   def commit(result, chunk):
-    nonlocal state, completed
+    nonlocal state, completed, skipped_R
     new_state, metrics = result
     metrics = jax.device_get(metrics)
-    log.append(metrics, chunk * K, runs.labels)
-    _write_tensorboard(tb, metrics, chunk * K)
+    try:
+      log.append(metrics, chunk * K, runs.labels)
+      tensorboard.write_chunk(tb, metrics, chunk * K)
+    except OSError as e:
+      if checkpoints.is_disk_full(e):
+        raise checkpoints.disk_full_error(log.path, _bytes(metrics), "the metrics",
+                                          manager.latest_step() or 0) from e
+      raise
     state, completed = new_state, chunk + 1
-    skipped = int(np.sum(metrics["skipped"]))
+    skipped_R = skipped_R + np.sum(np.asarray(metrics["skipped"]), axis=1)
+    bar.update(completed * K - bar.n)
     last = np.asarray(metrics["mean_score"][:, -1])
     last = last[np.isfinite(last)]
-    bar.set_postfix(score=f"{last.mean():.3f}" if last.size else "nan",
-                    **({"skipped": skipped} if skipped else {}))
+    bar.set_postfix(score=f"{last.mean():.3f}" if last.size else "—",
+                    **({"skipped": int(skipped_R.sum())} if skipped_R.sum() else {}))
     failure = _first_nonfinite(metrics, chunk * K, runs.labels)
     if failure and config.get("on_nonfinite", "stop") == "stop":
-      save(completed, force=True)  # the failing runs stopped at their last good state
-      manager.wait_until_finished()
-      raise FloatingPointError(
-          f"{failure}. The run stopped; the last good state is saved in {workdir} (chunk "
-          f"{completed}). Set config.on_nonfinite='skip' to skip such updates instead.")
+      stop_with(f"{failure}. The run stopped; the last good state is saved in {workdir} "
+                f"(chunk {completed}). Set config.on_nonfinite='skip' to skip such updates "
+                f"instead.")
+    over = _too_many_skipped(skipped_R, completed * K, total,
+                             config.get("max_skipped_fraction", 1.0), runs.labels)
+    if over:
+      stop_with(f"{over}; the state is saved in {workdir} (chunk {completed}).")
     if completed % config.checkpoint_every == 0 or completed == config.num_chunks:
-      save(completed)
+      checkpoints.save(manager, state, completed)
 
-  def save(step, force=False):
-    leaves = jax.tree_util.tree_leaves(state.params)
-    if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in leaves):
-      raise FloatingPointError(f"refusing to checkpoint non-finite parameters at chunk {step}.")
-    manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  def stop_with(message):
+    checkpoints.save(manager, state, completed, force=True)  # failing runs: last good state
+    checkpoints.wait(manager, state)
+    raise FloatingPointError(message)
 
   start = time.time()
-  stop = _StopRequest()
-  previous = stop.install()
+  stop = StopRequest()
+  previous = None
   try:
-    for chunk in bar:
-      commit(train_chunk(state), chunk)  # `state` is donated to the call
+    if start_chunk < config.num_chunks:
+      train_chunk = progress.compile_in_background(train_chunk, (state,),
+                                                   bar if verbose else None)
+    previous = stop.install()
+    for chunk in range(start_chunk, config.num_chunks):
+      result = train_chunk(state)  # `state` is donated to the call
+      progress.wait_until_ready(result)
+      commit(result, chunk)
       if stop.signum is not None:
         if manager.latest_step() != completed:
-          save(completed, force=True)
-        manager.wait_until_finished()
+          checkpoints.save(manager, state, completed, force=True)
+        checkpoints.wait(manager, state)
+        bar.close()
         print(f"\nstopped by signal {stop.signum}: saved the state after chunk {completed}; "
-              f"rerun with the same workdir to resume.")
+              f"rerun with the same workdir to resume.", flush=True)
         raise KeyboardInterrupt(stop.signum)
   finally:
-    manager.wait_until_finished()
-    if tb is not None:
-      tb.close()
-    stop.uninstall(previous)
+    if counter is not None:
+      counter.bar = None
+    try:
+      checkpoints.wait(manager, state)
+    finally:
+      tensorboard.close(tb)
+      stop.uninstall(previous)
+      bar.close()
   if verbose:
     print(f"{config.num_chunks - start_chunk} chunks in {time.time() - start:.1f}s "
           f"(compile included)")
   if verbose if report_at_end is None else report_at_end:
-    report(config, workdir, log, state, task, policy)
+    report(config, workdir, log, state, task, policy, title=title)
   return state
+
+
+def _bytes(metrics) -> int:
+  return int(sum(np.asarray(x).nbytes for x in metrics.values())) * 8  # as JSON text, roughly
 
 
 def _abstract_state(config, runs, init):
@@ -213,41 +215,26 @@ def _abstract_state(config, runs, init):
   return jax.eval_shape(init, keys, hp)
 
 
-def _refuse_other_runs_checkpoints(manager, abstract_state, workdir):
-  """Raises, naming the leaves that differ, if a checkpoint in `workdir` holds a state of
-  other shapes (another model size, run count or optimizer): such a checkpoint is another
-  run's, not a damaged one, and is left in place. Reads metadata only (nothing compiles); a
-  checkpoint whose metadata cannot be read is left to `_restore_latest_good`."""
-  for step in manager.all_steps():
-    try:
-      saved = manager.item_metadata(step)
-    except Exception:  # damaged: restoring it will fail, and it is then replaced
-      continue
-    if saved is None:
-      continue
-    diff = train.shape_mismatch(saved, abstract_state)
-    if diff:
-      raise ValueError(
-          f"workdir {workdir!r} holds a checkpoint (chunk {step}) of another run whose state "
-          f"does not fit this config ({diff}); nothing was deleted. Use another --workdir, or "
-          f"delete {manager.directory} to start over.")
+def _skipped_so_far(log: MetricsLog, num_runs: int):
+  """Each run's count of skipped updates in the rows kept from before a resume."""
+  skipped = log.read().get("skipped") if os.path.getsize(log.path) else None
+  if skipped is None:
+    return np.zeros(num_runs)
+  return np.nansum(skipped, axis=1)[:num_runs]
 
 
-def _restore_latest_good(manager, state, workdir):
-  """(state, chunk) from the newest checkpoint that restores; newer ones that do not (a
-  truncated or corrupted write) are reported and deleted, so the run redoes those chunks."""
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-  for step in sorted(manager.all_steps(), reverse=True):
-    try:
-      restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except Exception as e:  # orbax/tensorstore raise many types for damaged files
-      reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-      print(f"checkpoint of chunk {step} in {workdir} cannot be restored ({type(e).__name__}: "
-            f"{reason}); deleting it and falling back to the one before.", flush=True)
-      manager.delete(step)
-      continue
-    return restored, step
-  return state, 0
+def _too_many_skipped(skipped_R, done: int, total: int, fraction: float, labels):
+  """A one-line summary if a run has skipped more than `fraction` of its `total` planned
+  updates (it can no longer end below the threshold), else None."""
+  over = np.nonzero(skipped_R > fraction * total)[0]
+  if not over.size:
+    return None
+  r = int(over[0])
+  who = ", ".join(f"{a}={b}" for a, b in labels[r].items())
+  others = f" ({over.size - 1} other runs too)" if over.size > 1 else ""
+  return (f"run {r} ({who}) skipped {int(skipped_R[r])} of its {done} updates so far "
+          f"(non-finite reward, loss or gradient), more than config.max_skipped_fraction = "
+          f"{fraction:g} of the {total} planned{others}")
 
 
 def _first_nonfinite(metrics, first_update, labels):
@@ -269,62 +256,23 @@ def _first_nonfinite(metrics, first_update, labels):
           f"({', '.join(f'{a}={b}' for a, b in labels[r].items())})")
 
 
-class _StopRequest:
-  """SIGINT / SIGTERM ask to stop after the chunk in flight (which is then logged and saved);
-  a second signal stops at once."""
-
-  SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-  def __init__(self):
-    self.signum = None
-
-  def __call__(self, signum, frame):
-    if self.signum is not None:
-      raise KeyboardInterrupt(signum)
-    self.signum = signum
-    print(f"\nsignal {signum}: stopping after this chunk (send it again to stop now)",
-          flush=True)
-
-  def install(self):
-    if threading.current_thread() is not threading.main_thread():
-      return None
-    return {s: signal.signal(s, self) for s in self.SIGNALS}
-
-  def uninstall(self, previous):
-    for s, handler in (previous or {}).items():
-      signal.signal(s, handler)
-
-
-def _tensorboard(path):
-  try:
-    from tensorboardX import SummaryWriter
-  except ImportError:  # optional: JSONL and the PNG carry the same numbers
-    return None
-  return SummaryWriter(path)
-
-
-def _write_tensorboard(tb, metrics, first_update):
-  if tb is None:
-    return
-  for name, x_SxK in metrics.items():
-    for k in range(x_SxK.shape[1]):
-      tb.add_scalar(f"{name}/mean_over_seeds", float(np.mean(x_SxK[:, k])), first_update + k)
-  tb.flush()
-
-
-def report(config, workdir, log, state, task, policy):
-  """Curves PNG, a final table, and decoded samples from seed 0."""
+def report(config, workdir, log, state, task, policy, title=None):
+  """Curves PNG, a final table (score and the task's extra metrics), and decoded samples from
+  seed 0."""
   curves = log.read()
   metrics = ("mean_score", "entropy", "response_length")
   if config.kl_placement != "none":
     metrics += ("kl_to_ref",)
+  extra = tuple(k for k in extra_metric_names(task) if k in curves)
+  name = title or os.path.basename(os.path.normpath(workdir))
   path = plotting.plot_curves({config.advantage: curves}, os.path.join(workdir, "curves.png"),
-                              metrics=tuple(m for m in metrics if m in curves))
+                              metrics=tuple(m for m in metrics + extra if m in curves),
+                              bounds=plotting.metric_bounds(task), title=name)
+  columns = [(f"{m}, {part}", m, window) for m in ("mean_score",) + extra
+             for part, window in (("first 10%", (0.0, 0.1)), ("last 10%", (0.9, 1.0)))]
   print(plotting.summary_table(
-      {config.advantage: curves},
-      [("score, first 10%", "mean_score", (0.0, 0.1)), ("score, last 10%", "mean_score",
-                                                        (0.9, 1.0))],
-      note=f"{config.num_seeds} seeds; ± is a 95% interval across seeds."))
+      {config.advantage: curves}, columns,
+      note=f"{config.num_seeds} seeds; ± is a 95% t-interval across seeds."))
   print(f"learning curves: {path}\nmetrics: {log.path}\n")
   params0 = jax.tree_util.tree_map(lambda x: x[0], state.params)
   prompts = task.sample_prompts(jax.random.PRNGKey(12345), 4)
@@ -335,5 +283,19 @@ def report(config, workdir, log, state, task, policy):
   print("samples from seed 0 after training:")
   for i in range(prompts.shape[0]):
     n = int(np.sum(np.asarray(s.mask_BxT[i])))
+    score = float(scores[i])
+    shown = f"{score:.2f}" if np.isfinite(score) else "not finite"
     print(f"  {task.decode(prompts[i])}  →  {task.decode(s.tokens_BxT[i][:n])}"
-          f"   (score {float(scores[i]):.2f})")
+          f"   (score {shown})")
+
+
+
+def extra_metric_names(task) -> tuple:
+  """The names of the task's extra metrics (`Task.extra_metrics`), read from shapes only."""
+  if task.extra_metrics is None:
+    return ()
+  P, T = task.prompt_len, task.max_new_tokens
+  out = jax.eval_shape(task.extra_metrics, jax.ShapeDtypeStruct((1, P), np.int32),
+                       jax.ShapeDtypeStruct((1, T), np.int32),
+                       jax.ShapeDtypeStruct((1, T), np.float32))
+  return tuple(sorted(out))

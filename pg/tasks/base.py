@@ -42,6 +42,8 @@ class Task:
   # Optional extra per-sequence measurements logged (not optimised) each update, e.g. a gold
   # scorer beside a learned reward: (prompts_BxP, tokens_BxT, mask_BxT) -> {name: [B] float32}.
   extra_metrics: Callable | None = None
+  # The score's bounds (lo, hi), None for unbounded on that side; figures clip their bands to it.
+  score_range: tuple = (None, None)
 
   def decode(self, tokens) -> str:
     names = self.token_names or tuple(str(i) for i in range(self.vocab_size))
@@ -106,7 +108,8 @@ def python_task(name, reward_fn, *, vocab_size, prompt_len, max_new_tokens, eos_
 
 
 def _reward_value(name, value, where) -> float:
-  """`value` as a float, or a ValueError naming the task and what was wrong with it."""
+  """`value` as a float (NaN and inf included: `config.on_nonfinite` decides, as for a JAX
+  reward), or a ValueError naming the task and what was wrong with its type or shape."""
   try:
     x = np.asarray(value)
   except (TypeError, ValueError):  # a ragged sequence
@@ -115,11 +118,9 @@ def _reward_value(name, value, where) -> float:
     problem = f"type {type(value).__name__}"
   elif x.ndim:
     problem = f"shape {x.shape}; one number per response"
-  elif not np.isfinite(x):
-    problem = "not finite"
-  else:
+  else:  # NaN and inf pass, as from a JAX reward: the train step names the update and run
     return float(x)
-  raise ValueError(f"task {name!r}: reward_fn must return a finite float, got {value!r} "
+  raise ValueError(f"task {name!r}: reward_fn must return a float, got {value!r} "
                    f"({problem}) {where}.")
 
 

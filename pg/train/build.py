@@ -100,6 +100,11 @@ def _check_choices(config):
   if config.get("on_nonfinite", "stop") not in ON_NONFINITE:
     raise ValueError(f"config.on_nonfinite must be one of {ON_NONFINITE}, "
                      f"got {config.on_nonfinite!r}.")
+  fraction = config.get("max_skipped_fraction", 1.0)
+  if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+      or not 0 <= fraction <= 1):
+    raise ValueError(f"config.max_skipped_fraction must be a number in [0, 1] (the share of a "
+                     f"run's updates it may skip under on_nonfinite='skip'), got {fraction!r}.")
   if not isinstance(config.get("share_prompts", True), bool):
     raise ValueError(f"config.share_prompts must be True or False, got {config.share_prompts!r}.")
   if not config.max_grad_norm > 0:

@@ -25,24 +25,26 @@ def compiler_options():
   return None
 
 
-def make_programs(config, task, policy, num_runs: int | None = None):
+def make_programs(config, task, policy, num_runs: int | None = None, on_update=None):
   """`init(keys_R, hp)` and `train_chunk(state)`, vmapped over runs and jitted (state donated).
 
   `keys_R` holds one PRNG key per run and `hp` one value per run for every swept hyperparameter
   (a scalar is shared by all runs). With more than one device (or `config.mesh` set), runs are
   spread over the mesh's "seed" axis and each run's batch over its "data" axis
   (`pg.train.sharding`); results do not depend on the mesh. `num_runs` defaults to
-  config.num_seeds.
+  config.num_seeds. `on_update(step, ...)` is a host callback run as each update of each run
+  ends (`pg.run.progress.UpdateCounter`); None compiles none.
   """
   num_runs = config.num_seeds if num_runs is None else num_runs
   mesh = sharding.make_mesh(config, num_runs)
   options = compiler_options()
   if mesh is None:
-    init, train_chunk = make_train(config, task, policy)
+    init, train_chunk = make_train(config, task, policy, on_update=on_update)
     init_fn = jax.jit(jax.vmap(init))
     chunk_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0, compiler_options=options)
   else:
-    init, train_chunk = make_train(config, task, policy, sharding.data_sharding(mesh))
+    init, train_chunk = make_train(config, task, policy, sharding.data_sharding(mesh),
+                                     on_update)
     per_run = sharding.seed_sharding(mesh)
     init_fn = jax.jit(jax.vmap(init, spmd_axis_name=sharding.SEED),
                       in_shardings=(per_run, per_run), out_shardings=per_run)

@@ -45,12 +45,14 @@ class TrainState:
   halted: jax.Array        # bool: a non-finite quantity stopped this run (on_nonfinite="stop")
 
 
-def make_train(config, task, policy, data_sharding=None):
+def make_train(config, task, policy, data_sharding=None, on_update=None):
   """Returns (init, train_chunk) for the `task` and `policy` that `pg.train.build(config)` made;
   see the module docstring.
 
   `data_sharding` (a `NamedSharding` over the batch axis, from `pg.train.sharding`) splits each
-  update's batch across devices (data parallel); None leaves placement to XLA.
+  update's batch across devices (data parallel); None leaves placement to XLA. `on_update`, a
+  host function, is called (`jax.debug.callback`) with the state's step as each update ends,
+  for progress bars; it changes no number.
   """
   def constrain(tree, batch_axis=0):
     """Pins the batch axis of every leaf to the mesh's data axis (no-op without a mesh)."""
@@ -147,6 +149,8 @@ def make_train(config, task, policy, data_sharding=None):
     # on_nonfinite = "stop": a run that met a non-finite quantity stays at its last good
     # state for the rest of the chunk; the host then saves it and stops, naming the quantity.
     halted = state.halted | (bad & (config.get("on_nonfinite", "stop") == "stop"))
+    if on_update is not None:  # after the update's metrics exist (a data dependency)
+      jax.debug.callback(on_update, state.step, metrics["skipped"])
     state = state.replace(params=params, opt_state=opt_state, baseline_state=baseline_state,
                           step=state.step + 1, halted=halted)
     return state, metrics

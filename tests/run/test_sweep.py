@@ -84,9 +84,9 @@ def test_continuous_values_share_one_compile_structural_ones_do_not(tmp_path, mo
   compiles = []
   real = sweep.compile_programs
 
-  def counting(group, runs):
+  def counting(group, runs, on_update=None):
     compiles.append((group.config.advantage, len(runs.labels)))
-    return real(group, runs)
+    return real(group, runs, on_update)
   monkeypatch.setattr(sweep.runner, "compile_programs", counting)
   config = tiny(advantage=("rloo", "grpo"), learning_rate=(1e-3, 3e-3, 1e-2))
   summary, log = run_sweep(config, tmp_path)

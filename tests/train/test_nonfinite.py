@@ -41,6 +41,7 @@ def config(mode):
   c.num_seeds, c.num_prompts, c.group_size = 2, 2, 2
   c.updates_per_chunk, c.num_chunks, c.checkpoint_every = 5, 4, 1
   c.on_nonfinite = mode
+  c.max_skipped_fraction = 1.0  # the threshold has its own tests (tests/run/test_nonfinite_runs.py)
   return c
 
 

@@ -55,10 +55,11 @@ def program_bytes(compiled) -> int:
              + m.temp_size_in_bytes)
 
 
-def compile_programs(group, runs: train.Runs):
+def compile_programs(group, runs: train.Runs, on_update=None):
   """`(init, compiled train_chunk)` for these runs of a group (`grid.Group`), and the
-  program's bytes."""
-  init, chunk = train.make_programs(group.config, group.task, group.policy, len(runs.labels))
+  program's bytes (`on_update`: see `pg.train.make_programs`)."""
+  init, chunk = train.make_programs(group.config, group.task, group.policy, len(runs.labels),
+                                    on_update)
   abstract = jax.eval_shape(init, runs.keys, runs.hp)
   compiled = chunk.lower(abstract).compile()
   return (init, compiled), program_bytes(compiled)

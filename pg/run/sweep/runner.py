@@ -8,7 +8,8 @@ import json
 import os
 
 from pg import train
-from pg.run import experiment
+from pg.run import experiment, progress, schema
+from pg.run.metrics_log import atomic_write
 from pg.run.sweep.grid import groups, make_runs, run_labels, settings, swept
 from pg.run.sweep.memory import batch_sizes, compile_programs, memory_budget_bytes
 from pg.run.sweep.results import summarize, write_results
@@ -52,6 +53,7 @@ def _key(label):
 def run(config, workdir: str, *, task=None, verbose: bool = True, log=print):
   """Runs the sweep (skipping finished runs), then writes the results; returns the summary.
   `task` (a `pg.tasks.Task`) replaces config.task in every group."""
+  schema.check(config)
   continuous, structural = swept(config)
   all_groups = groups(config, task)
   labels = run_labels(config)
@@ -72,7 +74,8 @@ def run(config, workdir: str, *, task=None, verbose: bool = True, log=print):
           f"{len(pending)} to go")
     cap = config.sweep.get("runs_per_batch", 0) or len(pending)
     first = make_runs(group.config, pending[:min(cap, len(pending))])
-    programs, need = compile_programs(group, first)
+    counter = progress.UpdateCounter() if verbose else None  # the bars move per update
+    programs, need = compile_programs(group, first, counter)
     budget = memory_budget_bytes(config)
     per_run = need / len(first.labels)
     if need > budget:
@@ -95,18 +98,20 @@ def run(config, workdir: str, *, task=None, verbose: bool = True, log=print):
       runs = make_runs(group.config, batch)
       if size not in compiled:
         compiled[size] = train.make_programs(group.config, group.task, group.policy,
-                                             size)
+                                             size, on_update=counter)
       batch_dir = _batch_dir(workdir, group, batch)
       experiment.run(group.config, batch_dir, task=group.task, policy=group.policy, runs=runs,
-                     programs=compiled[size],
+                     programs=compiled[size], counter=counter,
                      verbose=verbose, report_at_end=False,
                      desc=f"{group.name} batch {b + 1}/{len(sizes)}")
-      with open(os.path.join(batch_dir, "done.json"), "w") as f:
-        json.dump({"num_chunks": group.config.num_chunks, "runs": batch,
-                   "config": experiment.comparable_config(group.config)}, f)
+      atomic_write(os.path.join(batch_dir, "done.json"), json.dumps(
+          {"num_chunks": group.config.num_chunks, "runs": batch,
+           "config": experiment.comparable_config(group.config)}))
   rows = collect(config, workdir, all_groups)
   summary = summarize(rows, tuple(continuous), tuple(structural))
-  write_results(workdir, rows, summary, tuple(continuous), tuple(structural), log=log)
+  write_results(workdir, rows, summary, tuple(continuous), tuple(structural), log=log,
+                score_range=all_groups[0].task.score_range,
+                title=os.path.basename(os.path.normpath(workdir)))
   return summary
 
 
@@ -126,7 +131,7 @@ def collect(config, workdir, all_groups=None) -> list[dict]:
         continue
       with open(os.path.join(root, name, "metrics.jsonl")) as f:
         for line in f:
-          row = json.loads(line)
+          row = {k: float("nan") if v is None else v for k, v in json.loads(line).items()}
           row.pop("run")
           if row["update"] >= group.config.updates_per_chunk * group.config.num_chunks:
             continue
