@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -32,6 +33,11 @@ def addition(num_digits: int = 2, partial_credit: bool = True, reverse_answer: b
   Tokens: 0-9 digits, 10 '+', 11 '=', 12 end, 13 pad. `reverse_answer` writes the answer least
   significant digit first (the order in which carries are computed). Partial credit: the fraction
   of the num_digits + 2 answer positions (digits and end token) that are right.
+
+  Whatever `partial_credit` is, each update also logs two extra metrics (`Task.extra_metrics`):
+  `exact_accuracy`, 1 when every digit and the end token are right, and `partial_credit`, the
+  fraction of answer positions right. Partial credit is generous: with one digit, a right carry
+  and end token after a wrong ones digit already score 2/3.
   """
   if num_digits < 1:
     raise ValueError(f"task.num_digits must be >= 1, got {num_digits}.")
@@ -44,7 +50,8 @@ def addition(num_digits: int = 2, partial_credit: bool = True, reverse_answer: b
                             _digits(ab[:, 1], n), jnp.full((num_prompts, 1), equals)],
                            axis=1).astype(jnp.int32)
 
-  def score(prompts_BxP, tokens_BxT, mask_BxT):
+  def right_positions(prompts_BxP, tokens_BxT, mask_BxT):
+    """1.0 where an answer position (num_digits + 1 digits, then end) is right: `[B, n + 2]`."""
     powers = 10 ** jnp.arange(n - 1, -1, -1)
     a = jnp.sum(prompts_BxP[:, :n] * powers, axis=1)
     b = jnp.sum(prompts_BxP[:, n + 1:2 * n + 1] * powers, axis=1)
@@ -53,11 +60,20 @@ def addition(num_digits: int = 2, partial_credit: bool = True, reverse_answer: b
       answer = answer[:, ::-1]
     target_BxA = jnp.concatenate([answer, jnp.full((answer.shape[0], 1), eos)], axis=1)
     got_BxA = jnp.where(mask_BxT[:, :n + 2] > 0, tokens_BxT[:, :n + 2], pad)
-    right_BxA = (got_BxA == target_BxA).astype(jnp.float32)
+    return (got_BxA == target_BxA).astype(jnp.float32)
+
+  def score(prompts_BxP, tokens_BxT, mask_BxT):
+    right_BxA = right_positions(prompts_BxP, tokens_BxT, mask_BxT)
     return jnp.mean(right_BxA, axis=1) if partial_credit else jnp.min(right_BxA, axis=1)
 
+  def extra_metrics(prompts_BxP, tokens_BxT, mask_BxT):
+    right_BxA = right_positions(prompts_BxP, tokens_BxT, mask_BxT)
+    return {"exact_accuracy": jnp.min(right_BxA, axis=1),
+            "partial_credit": jnp.mean(right_BxA, axis=1)}
+
   names = tuple("0123456789") + ("+", "=", "<end>", "<pad>")
-  return Task("addition", 14, 2 * n + 2, n + 2, eos, pad, sample_prompts, score, names)
+  return Task("addition", 14, 2 * n + 2, n + 2, eos, pad, sample_prompts, score, names,
+              extra_metrics=extra_metrics, score_range=(0.0, 1.0))
 
 
 @register_task("needle")
@@ -94,7 +110,10 @@ def needle(length: int = 8, num_symbols: int = 4, exclusive: bool = True):
 
   names = tuple(f"s{i}" for i in range(S)) + tuple(f"@{t}" for t in range(T)) + ("<end>",
                                                                                  "<pad>")
-  return Task("needle", S + T + 2, 2, T, eos, pad, sample_prompts, score, names)
+  # hit − (other positions holding c) / (T − 1): −1 when c fills every other position.
+  lowest = -1.0 if exclusive and T > 1 else 0.0
+  return Task("needle", S + T + 2, 2, T, eos, pad, sample_prompts, score, names,
+              score_range=(lowest, 1.0))
 
 
 def count_up_reward(prompt: list, response: list, length: int = 8) -> float:
@@ -113,9 +132,11 @@ def count_up(length: int = 8):
   def sample_prompts(key, num_prompts):
     return jax.random.randint(key, (num_prompts, 1), 0, 10).astype(jnp.int32)
 
-  return python_task("count_up", functools.partial(count_up_reward, length=length),
+  task = python_task("count_up", functools.partial(count_up_reward, length=length),
                      vocab_size=12, prompt_len=1, max_new_tokens=length, eos_id=10, pad_id=11,
                      sample_prompts=sample_prompts, token_names=tuple("0123456789") + ("<end>", "<pad>"))
+  # At most `length` response tokens, so at most `length` steps count: a share in [0, 1].
+  return dataclasses.replace(task, score_range=(0.0, 1.0))
 
 
 @register_task("target_token")
@@ -133,6 +154,7 @@ def target_token(vocab_size: int = 64, prompt_len: int = 8, length: int = 24, ta
     return jnp.sum(hits, axis=1) / length
 
   # eos_id = -1 never matches a sampled token; pad_id is then never written.
-  return Task("target_token", vocab_size, prompt_len, length, -1, 0, sample_prompts, score)
+  return Task("target_token", vocab_size, prompt_len, length, -1, 0, sample_prompts, score,
+              score_range=(0.0, 1.0))
 
 

@@ -29,6 +29,28 @@ def test_tasks_score_what_they_say():
   assert float(needle.score(p, jnp.array([[0, 0, 1, 0]]), jnp.array([[1., 1., 0., 0.]]))[0]) == 0
 
 
+def test_addition_reports_exact_accuracy_beside_partial_credit():
+  prompt = jnp.array([[3, 10, 4, 11]])  # 3 + 4 = 07, written reversed: 7 0
+  mask = jnp.ones((1, 3))
+  for partial_credit in (True, False):
+    add = tasks.make_task("addition", num_digits=1, partial_credit=partial_credit)
+    right = add.extra_metrics(prompt, jnp.array([[7, 0, 12]]), mask)
+    carry_then_end = add.extra_metrics(prompt, jnp.array([[5, 0, 12]]), mask)
+    assert {k: float(v[0]) for k, v in right.items()} == {"exact_accuracy": 1.0,
+                                                          "partial_credit": 1.0}
+    assert float(carry_then_end["exact_accuracy"][0]) == 0.0
+    assert float(carry_then_end["partial_credit"][0]) == pytest.approx(2 / 3)
+  # A digit where the end token belongs is not exact; a cut-off answer loses its masked positions.
+  add = tasks.make_task("addition", num_digits=2)
+  prompt = jnp.array([[1, 2, 10, 3, 9, 11], [9, 9, 10, 9, 9, 11]])  # 051 -> 1 5 0; 198 -> 8 9 1
+  tokens = jnp.array([[1, 5, 0, 3], [8, 9, 1, 12]])
+  mask = jnp.array([[1., 1., 1., 1.], [1., 1., 0., 0.]])
+  metrics = jax.jit(add.extra_metrics)(prompt, tokens, mask)
+  np.testing.assert_allclose(metrics["exact_accuracy"], [0.0, 0.0])
+  np.testing.assert_allclose(metrics["partial_credit"], [0.75, 0.5])
+  np.testing.assert_allclose(metrics["partial_credit"], add.score(prompt, tokens, mask))
+
+
 def test_python_reward_works_under_jit_and_vmap():
   task = tasks.make_task("count_up")
   prompts = jnp.array([[[3]], [[9]]])
@@ -38,13 +60,18 @@ def test_python_reward_works_under_jit_and_vmap():
   np.testing.assert_allclose(scores, [[1.0], [3 / 8]])
 
 
-def test_python_reward_errors_are_clear():
-  bad = tasks.python_task("bad", lambda p, r: float("nan"), vocab_size=4, prompt_len=1,
-                          max_new_tokens=2, eos_id=2, pad_id=3,
-                          sample_prompts=lambda k, n: jnp.zeros((n, 1), jnp.int32))
-  with pytest.raises(Exception, match="finite float"):
-    jax.block_until_ready(jax.jit(bad.score)(jnp.zeros((1, 1), jnp.int32),
-                                             jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2))))
+def test_a_python_rewards_nan_passes_through_and_a_wrong_type_is_named():
+  """NaN from Python reaches the step as from a JAX reward (config.on_nonfinite decides);
+  a value that is not a number is an error naming the task."""
+  def make(value):
+    return tasks.python_task("bad", lambda p, r: value, vocab_size=4, prompt_len=1,
+                             max_new_tokens=2, eos_id=2, pad_id=3,
+                             sample_prompts=lambda k, n: jnp.zeros((n, 1), jnp.int32))
+  args = jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2))
+  assert np.isnan(np.asarray(jax.jit(make(float("nan")).score)(*args))).all()
+  assert np.isposinf(np.asarray(jax.jit(make(float("inf")).score)(*args))).all()
+  with pytest.raises(Exception, match="task 'bad': reward_fn must return a float"):
+    jax.block_until_ready(jax.jit(make("0.5").score)(*args))
 
 
 def test_target_token_task_has_no_end_token():
