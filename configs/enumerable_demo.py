@@ -2,7 +2,8 @@
 
     python experiments/estimator_demo.py
 
-About 20 seconds on a 2-core CPU (4 estimators × 8 seeds × 200 updates, one compile each).
+⟨demo.wall: 20 s⟩ on a 2-core CPU (4 estimators × 8 seeds × 200 updates, one compile each;
+reports/results.md).
 Override any field: --config.num_updates=500 --config.learning_rate=0.1
 """
 
@@ -28,4 +29,4 @@ def get_config():
   c.temperature = 1.0
   c.baseline_decay = 0.9
   c.workdir = "workdir/enumerable_demo"
-  return c.lock()
+  return c

@@ -4,12 +4,13 @@ model, then RL against it with a KL penalty, β swept (gold vs proxy against √
     python experiments/rlhf.py --config configs/rlhf.py
     python experiments/rlhf.py --config configs/rlhf.py --stages=rl,report   # one stage alone
 
-About 5 minutes on a 2-core CPU (1.8 for π_ref, preferences and the reward model, 3 for
-RL: 3 β × 2 seeds × 200 updates in one program); writes runs/rlhf/summary.md and
-gold_vs_proxy.png. Measured (4 min 59 s): held-out reward-model accuracy 0.63 on pairs whose
-gold scores differ (0.52 against the drawn labels); after RL, gold / proxy / KL = 0.40 / 14.8 /
-125 at β = 0, 0.39 / 14.9 / 94 at β = 0.02, 0.83 / 14.0 / 72 at β = 0.1 (gold of π_ref's
-samples: 0.03).
+RL: 3 β × 2 seeds × 200 updates in one program; writes runs/rlhf/summary.md and
+gold_vs_proxy.png. With ⟨rlhf.seeds: 2⟩ seeds per β (reports/results.md; every stage
+⟨rlhf.wall: 4 min 59 s⟩ on a 2-core CPU): held-out reward-model accuracy
+⟨rlhf.rm_accuracy_gold: 63%⟩ on pairs whose gold scores differ (⟨rlhf.rm_accuracy_labels: 52%⟩
+against the drawn labels); after RL, gold / proxy / KL over the last 10% of updates:
+⟨rlhf.after_rl: β = 0: 0.40 / 14.8 / 125; β = 0.02: 0.39 / 14.9 / 94; β = 0.1: 0.83 / 14.0 / 72⟩
+(gold of π_ref's samples: ⟨rlhf.ref_gold: 0.03⟩).
 """
 
 import ml_collections
@@ -37,4 +38,4 @@ def get_config():
   c.updates_per_chunk = 10
   c.num_chunks = 20
   c.sweep.kl_coef = (0.0, 0.02, 0.1)
-  return c.lock()
+  return c

@@ -2,9 +2,12 @@
 
     python experiments/sweep.py --config configs/sweep_lr.py
 
-Two compiles (one per estimator), each running its 3 rates × 4 seeds side by side: about
-110 s on a 2-core CPU. Results: runs/sweep_lr/results.md, score_vs_learning_rate.png (RLOO
-peaks at 1e-3 with 0.66 ± 0.33 after 200 updates; GRPO stays near 0 on this task).
+Two compiles (one per estimator), each running its 3 rates × 4 seeds side by side. Results:
+runs/sweep_lr/results.md, score_vs_learning_rate.png. With ⟨sweep_lr.seeds: 8⟩ seeds
+(reports/results.md; ⟨sweep_lr.wall: 110 s⟩ on a 2-core CPU), each estimator's best rate by the
+mean score over the last 10% of 200 updates (95% t-interval across seeds):
+RLOO ⟨sweep_lr.rloo.best: 0.66 ± 0.33 at learning_rate 0.001⟩,
+GRPO ⟨sweep_lr.grpo.best: pending⟩.
 """
 
 from pg.run.configs import base_config
@@ -20,4 +23,4 @@ def get_config():
   c.num_chunks = 20
   c.sweep.advantage = ("rloo", "grpo")
   c.sweep.learning_rate = (3e-4, 1e-3, 3e-3)
-  return c.lock()
+  return c

@@ -28,4 +28,4 @@ def get_config():
   c.hparams.cispo_eps_high = 0.28
   c.updates_per_chunk = 10
   c.num_chunks = 6
-  return c.lock()
+  return c

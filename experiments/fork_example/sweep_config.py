@@ -27,4 +27,4 @@ def get_config():
   c.sweep.advantage = ("rloo", "rank")
   c.sweep.policy_loss = ("ppo", "cispo")
   c.sweep.learning_rate = (1e-3, 3e-3)
-  return c.lock()
+  return c
