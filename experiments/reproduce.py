@@ -15,11 +15,8 @@ pg/reproduce/.
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
-from pg.reproduce import groups, report  # noqa: E402
+from pg.reproduce import groups, report
 
 
 def parse_args(argv=None):

@@ -1,6 +1,7 @@
 """The progress bar says "compiling… Ns" while XLA compiles and moves once per update."""
 
 import numpy as np
+import pytest
 from tqdm import tqdm
 
 from pg import train
@@ -51,6 +52,7 @@ def test_the_bar_says_compiling_then_moves_once_per_update(monkeypatch):
   np.testing.assert_array_equal(np.asarray(result[0].step), [6, 6])
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_the_callback_changes_no_number():
   c = tiny(updates_per_chunk=3)
   task, policy = train.build(c)
