@@ -2,7 +2,7 @@
 
     python experiments/estimator_demo.py
 
-⟨demo.wall: 20 s⟩ on a 2-core CPU (4 estimators × 8 seeds × 200 updates, one compile each;
+⟨demo.wall: 13 s⟩ on a 2-core CPU (4 estimators × 8 seeds × 200 updates, one compile each;
 reports/results.md).
 Override any field: --config.num_updates=500 --config.learning_rate=0.1
 """

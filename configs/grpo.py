@@ -3,7 +3,7 @@
     python experiments/train.py --config configs/grpo.py
 
 4 seeds × 600 updates of 256 samples. It learns addition. With ⟨grpo.seeds: 8⟩ seeds
-(`--config.num_seeds=8`, seeds 0-7; ⟨grpo.wall: 226 s⟩), means over the first / last 10% of
+(`--config.num_seeds=8`, seeds 0-7; ⟨grpo.wall: 4 min 33 s⟩), means over the first / last 10% of
 updates, 95% t-interval across seeds: score (partial credit: the share of the two digits and
 the end token that are right) ⟨grpo.first10: 0.56 ± 0.02⟩ → ⟨grpo.last10: 0.99 ± 0.00⟩; exact
 accuracy (the whole answer and the end token, sampled at temperature 1)

@@ -5,11 +5,11 @@ model, then RL against it with a KL penalty, β swept (gold vs proxy against √
     python experiments/rlhf.py --config configs/rlhf.py --stages=rl,report   # one stage alone
 
 RL: 3 β × 2 seeds × 200 updates in one program; writes runs/rlhf/summary.md and
-gold_vs_proxy.png. With ⟨rlhf.seeds: 2⟩ seeds per β (reports/results.md; every stage
-⟨rlhf.wall: 4 min 59 s⟩ on a 2-core CPU): held-out reward-model accuracy
-⟨rlhf.rm_accuracy_gold: 63%⟩ on pairs whose gold scores differ (⟨rlhf.rm_accuracy_labels: 52%⟩
+gold_vs_proxy.png. With ⟨rlhf.seeds: 8⟩ seeds per β (reports/results.md; every stage
+⟨rlhf.wall: 19 min 59 s⟩ on a 2-core CPU): held-out reward-model accuracy
+⟨rlhf.rm_accuracy_gold: 66%⟩ on pairs whose gold scores differ (⟨rlhf.rm_accuracy_labels: 54%⟩
 against the drawn labels); after RL, gold / proxy / KL over the last 10% of updates:
-⟨rlhf.after_rl: β = 0: 0.40 / 14.8 / 125; β = 0.02: 0.39 / 14.9 / 94; β = 0.1: 0.83 / 14.0 / 72⟩
+⟨rlhf.after_rl: β = 0: 0.91 / 14.9 / 121; β = 0.02: 0.85 / 15.3 / 99; β = 0.1: 0.73 / 14.2 / 68⟩
 (gold of π_ref's samples: ⟨rlhf.ref_gold: 0.03⟩).
 """
 

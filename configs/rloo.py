@@ -2,9 +2,9 @@
 
     python experiments/train.py --config configs/rloo.py
 
-400 updates. With ⟨rloo.seeds: 8⟩ seeds (reports/results.md): ⟨rloo.wall: 45 s⟩ on a 2-core
+400 updates. With ⟨rloo.seeds: 8⟩ seeds (reports/results.md): ⟨rloo.wall: 3 min 27 s⟩ on a 2-core
 CPU; mean score over the first / last 10% of updates, 95% t-interval across seeds,
-⟨rloo.first10: 0.54 ± 0.01⟩ → ⟨rloo.last10: 0.83 ± 0.01⟩.
+⟨rloo.first10: 0.54 ± 0.03⟩ → ⟨rloo.last10: 0.83 ± 0.04⟩.
 """
 
 from pg.run.configs import base_config

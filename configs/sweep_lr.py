@@ -4,10 +4,10 @@
 
 Two compiles (one per estimator), each running its 3 rates × 4 seeds side by side. Results:
 runs/sweep_lr/results.md, score_vs_learning_rate.png. With ⟨sweep_lr.seeds: 8⟩ seeds
-(reports/results.md; ⟨sweep_lr.wall: 110 s⟩ on a 2-core CPU), each estimator's best rate by the
+(reports/results.md; ⟨sweep_lr.wall: 7 min 11 s⟩ on a 2-core CPU), each estimator's best rate by the
 mean score over the last 10% of 200 updates (95% t-interval across seeds):
-RLOO ⟨sweep_lr.rloo.best: 0.66 ± 0.33 at learning_rate 0.001⟩,
-GRPO ⟨sweep_lr.grpo.best: pending⟩.
+RLOO ⟨sweep_lr.rloo.best: 0.40 ± 0.14 at learning_rate 0.001⟩,
+GRPO ⟨sweep_lr.grpo.best: 0.02 ± 0.04 at learning_rate 0.0003⟩.
 """
 
 from pg.run.configs import base_config
