@@ -7,11 +7,9 @@ sampled gradients are compared with the exact ∇J.
 import _startup  # noqa: F401  (first: Ctrl-C during the imports exits cleanly)
 
 import os
-import time
 
 from absl import logging
 
-import pg
 from pg.lab import demo
 from pg.run import cli, configs, plotting, schema
 
@@ -24,20 +22,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   schema.check_against(config, configs.load_config_file(DEFAULT))
-  hp = pg.make_hparams(learning_rate=config.learning_rate, temperature=config.temperature,
-                       baseline_decay=config.baseline_decay)
-  results = {}
-  for name in config.advantages:
-    with config.unlocked():
-      config.advantage = name
-    demo.validate(config)
-  for name in config.advantages:
-    with config.unlocked():
-      config.advantage = name
-    start = time.time()
-    results[name] = {k: v.__array__() for k, v in demo.run(config, hp).items()}
-    print(f"{name:>16}: {config.num_seeds} seeds × {config.num_updates} updates "
-          f"in {time.time() - start:.1f}s (compile included)")
+  results = demo.run_every_estimator(config, log=lambda name, seconds: print(
+      f"{name:>16}: {config.num_seeds} seeds × {config.num_updates} updates in {seconds:.1f}s "
+      f"(compile included)"))
   print(plotting.summary_table(
       results,
       [("J at 10% of updates", "exact_J", (0.1, 0.1)), ("final J", "exact_J", (0.9, 1.0)),

@@ -12,8 +12,11 @@ read it over the early updates.)
 
 from __future__ import annotations
 
+import time
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import pg
@@ -94,6 +97,27 @@ def run(config, hp):
   train = make_train(config)
   keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
   return jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, hp)
+
+
+def run_every_estimator(config, log=None) -> dict:
+  """Each estimator of `config.advantages` (all validated before any runs), trained with the
+  config's hyperparameters: {name: {metric: NumPy `[num_seeds, num_updates]`}}. `log(name,
+  seconds)` is called after each (compile included). Sets `config.advantage` as it goes."""
+  hp = pg.make_hparams(learning_rate=config.learning_rate, temperature=config.temperature,
+                       baseline_decay=config.baseline_decay)
+  for name in config.advantages:
+    with config.unlocked():
+      config.advantage = name
+    validate(config)
+  results = {}
+  for name in config.advantages:
+    with config.unlocked():
+      config.advantage = name
+    start = time.time()
+    results[name] = {k: np.asarray(v) for k, v in run(config, hp).items()}
+    if log is not None:
+      log(name, time.time() - start)
+  return results
 
 
 def max_objective(config) -> float:

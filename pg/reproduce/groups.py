@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-import pg
 from pg import train
 from pg.lab import demo
 from pg.reproduce import stats
@@ -141,15 +140,9 @@ def run_demo(group, workdir, smoke):
   with config.unlocked():
     config.num_seeds = 2 if smoke else group.seeds
     config.num_updates = 4 if smoke else config.num_updates
-  hp = pg.make_hparams(learning_rate=config.learning_rate, temperature=config.temperature,
-                       baseline_decay=config.baseline_decay)
-  estimators = {}
-  for name in config.advantages:
-    with config.unlocked():
-      config.advantage = name
-    print(f"  {name}", flush=True)
-    m = {k: np.asarray(v) for k, v in demo.run(config, hp).items()}
-    estimators[name] = {k: stats.windows(m[k]) for k in ("exact_J", "grad_cosine_to_exact")}
+  runs = demo.run_every_estimator(config, log=lambda name, _: print(f"  {name}", flush=True))
+  estimators = {name: {k: stats.windows(m[k]) for k in ("exact_J", "grad_cosine_to_exact")}
+                for name, m in runs.items()}
   return {"command": command("experiments/estimator_demo.py", group), "seeds": config.num_seeds,
           "updates": config.num_updates, "wall_s": time.time() - start,
           "max_J": demo.max_objective(config), "estimators": estimators}
