@@ -65,7 +65,8 @@ def test_a_task_object_is_handed_down_not_registered(tmp_path):
                            max_new_tokens=4, eos_id=4, pad_id=5,
                            sample_prompts=lambda key, n: jax.random.randint(key, (n, 1), 0, 4))
   before = registries()
-  c = tiny(num_chunks=1, updates_per_chunk=1, num_seeds=1, task={"name": "mine"})
+  c = tiny(num_chunks=1, updates_per_chunk=1, num_seeds=1)
+  c.task = {"name": "mine", "options": {}}  # the needle options would be fields nothing reads
   state = experiment.run(c, str(tmp_path), task=task, verbose=False)
   assert int(state.step[0]) == 1 and "mine" not in tasks.TASKS
   assert registries() == before
