@@ -1,6 +1,6 @@
 """The package's layers, read from the source: no import points up a layer.
 
-    core  <  policy, tasks  <  train  <  run  <  rlhf, lab, bench  <  reproduce
+    core  <  text  <  policy, tasks  <  train  <  run  <  rlhf, lab, bench  <  reproduce
 
 A module of `pg/<package>/` may import its own package and the packages of lower layers; two
 packages of one layer do not import each other. `import pg` (the flat API) counts as core:
@@ -14,8 +14,8 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAYERS = {"core": 0, "policy": 1, "tasks": 1, "train": 2, "run": 3, "rlhf": 4, "lab": 4,
-          "bench": 4, "reproduce": 5}
+LAYERS = {"core": 0, "text": 1, "policy": 2, "tasks": 2, "train": 3, "run": 4, "rlhf": 5,
+          "lab": 5, "bench": 5, "reproduce": 6}
 MODULES = sorted(glob.glob(os.path.join(ROOT, "pg", "**", "*.py"), recursive=True))
 
 

@@ -1,0 +1,2 @@
+"""Pretrained checkpoints: Hugging Face model directories (safetensors) and GGUF files, read into
+and written out of the policies' parameter trees."""
