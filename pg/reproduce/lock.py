@@ -87,7 +87,9 @@ def closure(requirements, environment=None) -> dict:
     if not req.specifier.contains(dist.version, prereleases=True):
       raise ValueError(f"{dist.metadata['Name']} {dist.version} is installed, but {parent} "
                        f"asks for {req}.")
-    name, version, parents = found.get(key, (dist.metadata["Name"], dist.version, set()))
+    # A local build label (torch's "+cpu") names no release an index serves: pin the release.
+    name, version, parents = found.get(key, (dist.metadata["Name"],
+                                             dist.version.split("+")[0], set()))
     if canonicalize_name(parent) != key:
       parents.add(parent)
     found[key] = (name, version, parents)

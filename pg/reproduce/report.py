@@ -19,6 +19,8 @@ import tempfile
 import time
 from importlib import metadata
 
+from packaging.utils import canonicalize_name
+
 from pg.lab import report as lab_report
 from pg.reproduce import lock, markers, pipelines, stats
 from pg.reproduce.groups import (BY_NAME, GROUPS, ROOT, run_bench, run_demo, run_sweep,
@@ -49,11 +51,16 @@ ELSEWHERE = (
 
 
 def lock_digest() -> str | None:
-  """12 hex digits of the SHA-1 of requirements.lock's install pins (None without a lock):
-  each entry carries the one it was made under."""
+  """12 hex digits of the SHA-1 of requirements.lock's pins of the packages that compute the
+  numbers (`PACKAGES`; None without a lock): each entry carries the one it was made under. A
+  package that reads files or draws plots (safetensors, idna) changes no number, so its pin
+  leaves the digest alone."""
   if not os.path.exists(lock.LOCK):
     return None
-  return hashlib.sha1("\n".join(lock.locked()).encode()).hexdigest()[:12]
+  numeric = {canonicalize_name(p) for p in PACKAGES}
+  pins = [line for line in lock.locked()
+          if canonicalize_name(line.split("==")[0]) in numeric]
+  return hashlib.sha1("\n".join(pins).encode()).hexdigest()[:12]
 
 
 def environment() -> dict:
@@ -167,7 +174,7 @@ def markdown(document) -> str:
   head = [
       "# Results", "",
       f"Written by `{document['command']}` ({document['written']}; Python {env['python']}, "
-      f"{packages}; {env['cpus']} CPU cores; requirements.lock's install pins {env['lock']}). "
+      f"{packages}; {env['cpus']} CPU cores; digest of requirements.lock's pins of those packages {env['lock']}). "
       "`--only NAME,...` reruns some groups and keeps the others' entries.", "",
       "Per group: the command that makes the same runs, the seeds and why, the wall time, and "
       "each metric's mean per seed over the first and the last 10% of updates, then its mean "
