@@ -40,14 +40,17 @@ def _update_slice_vmap(axis_size, in_batched, operand, update, starts):
 ATTENTION_BLOCK = 128
 
 
-def attend_after_prefix(q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh, k_NxPxHxDh, v_NxPxHxDh,
-                        block: Optional[int] = None):
+def attend_after_prefix(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, k_NxPxKxDh, v_NxPxKxDh,
+                        block: Optional[int] = None, prefix_mask_NxP=None):
   """Attention of L tokens that follow a prompt shared by G = B / N consecutive rows.
 
-  Each query attends to all P prompt positions of its group (keys `k_NxPxHxDh`, computed once
-  per group) and causally to its own row's L tokens; softmax over both, scaled by 1/√Dh as
-  `jax.nn.dot_product_attention` does. The prompt's keys are never copied G times: the group
-  axis is an einsum axis, so the backward pass sums the G rows' cotangents into them.
+  Each query attends to all P prompt positions of its group (keys `k_NxPxKxDh`, computed once
+  per group; with `prefix_mask_NxP`, only to those marked 1: a left-padded prompt's pads are
+  never attended) and causally to its own row's L tokens; softmax over both, scaled by 1/√Dh as
+  `jax.nn.dot_product_attention` does. K ≤ H key/value heads: query head h reads key head
+  h // (H / K) (grouped-query attention; K = H is multi-head). The prompt's keys are never
+  copied G times: the group axis is an einsum axis, so the backward pass sums the G rows'
+  cotangents into them.
 
   With L > `block`, queries go in blocks of `block`: block j reads only the keys up to its own
   last position (causality: about half the scores of L × L), and each block is rematerialised
@@ -55,31 +58,52 @@ def attend_after_prefix(q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh, k_NxPxHxDh, v_NxPxHx
   B = 256 asked XLA for 40 GB without blocks).
   """
   B, L, H, Dh = q_BxLxHxDh.shape
-  N, P = k_NxPxHxDh.shape[:2]
+  N, P, K = k_NxPxKxDh.shape[:3]
   assert B % N == 0, f"batch {B} is not a whole number of groups of the prompt batch {N}"
-  G = B // N
+  assert H % K == 0, f"{H} query heads are not a whole number of groups of {K} key heads"
+  G, R = B // N, H // K
   block = ATTENTION_BLOCK if block is None else block
-  group = lambda x: x.reshape(N, G, x.shape[1], H, Dh)
-  q_NxGxLxHxDh, k_NxGxLxHxDh, v_NxGxLxHxDh = group(q_BxLxHxDh), group(k_BxLxHxDh), group(v_BxLxHxDh)
+  q_NxGxLxKxRxDh = q_BxLxHxDh.reshape(N, G, L, K, R, Dh)
+  group = lambda x: x.reshape(N, G, x.shape[1], K, Dh)
+  k_NxGxLxKxDh, v_NxGxLxKxDh = group(k_BxLxKxDh), group(v_BxLxKxDh)
+  prefix_ok = None if prefix_mask_NxP is None else (
+      prefix_mask_NxP > 0)[:, None, None, None, None, :]
 
   def attend(q, k_self, v_self, start):
-    """Queries at own positions start..start+Q−1 against the prompt and own keys 0..K−1."""
-    Q, K = q.shape[2], k_self.shape[2]
-    scores_prompt = jnp.einsum("nglhd,nphd->nghlp", q, k_NxPxHxDh)
-    scores_self = jnp.einsum("nglhd,ngshd->nghls", q, k_self)
-    causal_QxK = jnp.arange(K)[None, :] <= start + jnp.arange(Q)[:, None]
-    scores_self = jnp.where(causal_QxK, scores_self.astype(jnp.float32), -1e30)
-    scores = jnp.concatenate([scores_prompt.astype(jnp.float32), scores_self], axis=-1)
+    """Queries at own positions start..start+Q−1 against the prompt and own keys 0..S−1."""
+    Q, S = q.shape[2], k_self.shape[2]
+    scores_prompt = jnp.einsum("nglkrd,npkd->ngkrlp", q, k_NxPxKxDh).astype(jnp.float32)
+    if prefix_ok is not None:
+      scores_prompt = jnp.where(prefix_ok, scores_prompt, -1e30)
+    scores_self = jnp.einsum("nglkrd,ngskd->ngkrls", q, k_self)
+    causal_QxS = jnp.arange(S)[None, :] <= start + jnp.arange(Q)[:, None]
+    scores_self = jnp.where(causal_QxS, scores_self.astype(jnp.float32), -1e30)
+    scores = jnp.concatenate([scores_prompt, scores_self], axis=-1)
     attn = jax.nn.softmax(scores / jnp.sqrt(Dh).astype(jnp.float32), axis=-1).astype(q.dtype)
-    return (jnp.einsum("nghlp,nphd->nglhd", attn[..., :P], v_NxPxHxDh)
-            + jnp.einsum("nghls,ngshd->nglhd", attn[..., P:], v_self))
+    return (jnp.einsum("ngkrlp,npkd->nglkrd", attn[..., :P], v_NxPxKxDh)
+            + jnp.einsum("ngkrls,ngskd->nglkrd", attn[..., P:], v_self))
 
   if L <= block:
-    out_NxGxLxHxDh = attend(q_NxGxLxHxDh, k_NxGxLxHxDh, v_NxGxLxHxDh, 0)
+    out = attend(q_NxGxLxKxRxDh, k_NxGxLxKxDh, v_NxGxLxKxDh, 0)
   else:
     blocked = jax.checkpoint(attend, static_argnums=(3,))
-    out_NxGxLxHxDh = jnp.concatenate([
-        blocked(q_NxGxLxHxDh[:, :, s:s + block], k_NxGxLxHxDh[:, :, :s + block],
-                v_NxGxLxHxDh[:, :, :s + block], s)
+    out = jnp.concatenate([
+        blocked(q_NxGxLxKxRxDh[:, :, s:s + block], k_NxGxLxKxDh[:, :, :s + block],
+                v_NxGxLxKxDh[:, :, :s + block], s)
         for s in range(0, L, block)], axis=2)
-  return out_NxGxLxHxDh.reshape(B, L, H, Dh)
+  return out.reshape(B, L, H, Dh)
+
+
+def attend_masked(q_BxLxHxDh, k_BxSxKxDh, v_BxSxKxDh, allowed_BxLxS):
+  """Softmax attention of L queries over S keys where `allowed_BxLxS` (bool) is True, with
+  grouped-query heads (H = K·R; query head h reads key head h // R); scaled by 1/√Dh, scores
+  and softmax in float32. A query with no allowed key gets a uniform average (finite: a
+  left pad's output, which nothing reads)."""
+  B, L, H, Dh = q_BxLxHxDh.shape
+  K = k_BxSxKxDh.shape[2]
+  q_BxLxKxRxDh = q_BxLxHxDh.reshape(B, L, K, H // K, Dh)
+  scores = jnp.einsum("blkrd,bskd->bkrls", q_BxLxKxRxDh, k_BxSxKxDh).astype(jnp.float32)
+  scores = jnp.where(allowed_BxLxS[:, None, None], scores, -1e30)
+  attn = jax.nn.softmax(scores / jnp.sqrt(Dh).astype(jnp.float32), axis=-1)
+  out = jnp.einsum("bkrls,bskd->blkrd", attn.astype(q_BxLxHxDh.dtype), v_BxSxKxDh)
+  return out.reshape(B, L, H, Dh)

@@ -6,13 +6,19 @@ one class implementing `Policy` and one `@register_policy(name, options=...)` li
 selects it with `config.model.name`.
 
     init(key) -> params
-    response_stats(params, prompts_NxP, tokens_BxT, temperature)
+    response_stats(params, prompts_NxP, tokens_BxT, temperature[, prompt_mask_NxP])
         -> (logp_BxT, entropy_BxT, values_BxT | None)     # G = B / N consecutive rows per prompt
-    sequence_outputs(params, tokens_BxL) -> (logits_BxLxV, values_BxL | None)
+    sequence_outputs(params, tokens_BxL[, mask_BxL]) -> (logits_BxLxV, values_BxL | None)
     init_cache(batch_size, block_sizes) -> cache
-    decode(params, tokens_BxL, pos, cache, block) -> (logits_BxLxV, cache)
+    decode(params, tokens_BxL, pos, cache, block[, mask_BxL]) -> (logits_BxLxV, cache)
     token_flops(attended) -> TokenFlops
     warm_start(params, source_params) -> params
+    pretrained_params() -> params | None                # a checkpoint's weights, host arrays
+
+Prompts of different lengths are left-padded, with a float mask (1 on real tokens) passed as
+`prompt_mask_NxP` / `mask_BxL` to a policy whose `takes_prompt_mask` is True: a row's pads are
+never attended and its positions count from its first real token, so each row's numbers are
+those it gets alone. Without a mask every token is real.
 
 Capabilities are part of the object: with N < B, `response_stats` runs each prompt once for its
 G samples (when `shares_prompts` is True; the train step passes N = B otherwise), and
@@ -47,20 +53,24 @@ class Policy(Protocol):
   shares_prompts: bool                 # response_stats accepts N < B prompts
   logprob_chunk_size: Optional[int]    # None: dense LM head
   masked_ids: tuple                    # token ids never emitted (logit −1e9)
+  takes_prompt_mask: bool              # accepts left-padded prompts with a mask
 
   def init(self, key) -> Any: ...
 
-  def response_stats(self, params, prompts_NxP, tokens_BxT, temperature): ...
+  def response_stats(self, params, prompts_NxP, tokens_BxT, temperature,
+                     prompt_mask_NxP=None): ...
 
-  def sequence_outputs(self, params, tokens_BxL): ...
+  def sequence_outputs(self, params, tokens_BxL, mask_BxL=None): ...
 
   def init_cache(self, batch_size: int, block_sizes=None): ...
 
-  def decode(self, params, tokens_BxL, pos, cache, block: int = 0): ...
+  def decode(self, params, tokens_BxL, pos, cache, block: int = 0, mask_BxL=None): ...
 
   def token_flops(self, attended: int) -> TokenFlops: ...
 
   def warm_start(self, params, source_params): ...
+
+  def pretrained_params(self): ...
 
 
 class PolicyRegistration(NamedTuple):
@@ -107,6 +117,14 @@ def build_policy(model_config, *, vocab_size: int, max_len: int,
   return registration.build(options, vocab_size=vocab_size, max_len=max_len,
                             logprob_chunk_size=logprob_chunk_size,
                             masked_ids=tuple(int(i) for i in masked_ids))
+
+
+def refuse_mask(policy, mask, name: str) -> None:
+  """A policy that takes prompts of one length refuses a prompt mask, naming itself."""
+  if mask is not None:
+    raise ValueError(f"{name}: this model ({type(policy).__name__}) takes prompts of one length; "
+                     f"a prompt mask needs a model with takes_prompt_mask (config.model.name = "
+                     f"'llama').")
 
 
 def abstract_params(policy: Policy):

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from pg.core.logprobs import head_log_probs_and_entropy, token_log_probs_and_entropy
 from pg.policy.attention import attend_after_prefix, update_slice
-from pg.policy.base import TokenFlops, register_policy
+from pg.policy.base import TokenFlops, refuse_mask, register_policy
 
 VALUE_HEADS = ("none", "shared", "separate")
 
@@ -242,6 +242,7 @@ class GPTPolicy:
   logprob_chunk_size: Optional[int] = None
   masked_ids: tuple = ()
   shares_prompts = True
+  takes_prompt_mask = False
 
   @property
   def vocab_size(self) -> int:
@@ -273,10 +274,11 @@ class GPTPolicy:
     mask_V = self._mask_V()
     return logits_xV if mask_V is None else logits_xV + mask_V
 
-  def response_stats(self, params, prompts_NxP, tokens_BxT, temperature):
+  def response_stats(self, params, prompts_NxP, tokens_BxT, temperature, prompt_mask_NxP=None):
     """Log-probs, entropies and values `[B, T]` of the responses after their prompts (values
     None without a value head). With N < B prompts, each is run once for the G = B / N
     consecutive rows that follow it; with N = B, the full prompt ⧺ response row."""
+    refuse_mask(self, prompt_mask_NxP, "response_stats")
     N, P = prompts_NxP.shape
     if N != tokens_BxT.shape[0]:
       h_BxTxD, values_BxT = self._apply(
@@ -299,15 +301,17 @@ class GPTPolicy:
           compute_dtype=self.cfg.dtype)
     return logp_BxT, entropy_BxT, values_BxT
 
-  def sequence_outputs(self, params, tokens_BxL):
+  def sequence_outputs(self, params, tokens_BxL, mask_BxL=None):
     """Logits `[B, L, V]` at every position and values `[B, L]` (or None)."""
+    refuse_mask(self, mask_BxL, "sequence_outputs")
     logits_BxLxV, values_BxL = self._apply(params, tokens_BxL, method=PolicyValue.__call__)
     return self._masked(logits_BxLxV), values_BxL
 
   def init_cache(self, batch_size: int, block_sizes=None):
     return init_cache(self.cfg, batch_size, block_sizes)
 
-  def decode(self, params, tokens_BxL, pos, cache, block: int = 0):
+  def decode(self, params, tokens_BxL, pos, cache, block: int = 0, mask_BxL=None):
+    refuse_mask(self, mask_BxL, "decode")
     logits_BxLxV, cache = PolicyValue(self.cfg).apply(params, tokens_BxL, pos, cache, block,
                                                       method=PolicyValue.decode)
     return self._masked(logits_BxLxV), cache
@@ -327,6 +331,11 @@ class GPTPolicy:
     fresh = params["params"]
     return {"params": {**fresh, **{k: v for k, v in source_params["params"].items()
                                    if k in fresh}}}
+
+  def pretrained_params(self):
+    """None: this architecture has no checkpoint format of its own (`config.init_from` takes
+    params that `pg.train.save_params` wrote)."""
+    return None
 
 
 OPTIONS = {"num_layers": 2, "d_model": 64, "num_heads": 4, "mlp_ratio": 4, "value_head": "none",

@@ -5,7 +5,9 @@ response slots, then `DECODE_BLOCK` slots each. The scan runs block by block, an
 only the blocks up to its own, so a long response's early tokens do not attend over the empty
 rest of the cache (about half the attention reads of one whole cache at T ≫ DECODE_BLOCK).
 
-Every prompt has the same length P; the response has T = `max_new_tokens` slots. A row stops at
+Prompts are P slots long; rows of different lengths are left-padded, with `prompt_mask_NxP`
+(1 on real tokens) for a policy that `takes_prompt_mask`. The response has T = `max_new_tokens`
+slots. A row stops at
 its first end token (kept, with mask 1: it is a generated, trained token); the slots after it
 hold `pad_id` with mask 0. Behaviour log-probs come from `pg.token_log_probs` on the very logits
 the token was drawn from, scaled by the same temperature the trainer uses, so ρ = 1 on-policy.
@@ -44,13 +46,21 @@ class Samples(NamedTuple):
 
 
 def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos_id: int,
-           pad_id: int, temperature=1.0, group_size: int = 1) -> Samples:
+           pad_id: int, temperature=1.0, group_size: int = 1, prompt_mask_NxP=None,
+           eos_ids=(), greedy: bool = False) -> Samples:
   """Samples `max_new_tokens` slots for each of `group_size` rows per prompt (B = N·G rows, a
   prompt's G samples consecutive); temperature may be traced.
 
   The prompt is run once (prefill over N rows) and its cache and last logits repeated G times:
   the same samples as passing every prompt G times (`jnp.repeat(prompts_NxP, G, axis=0)`) with
-  group_size 1, for a G-th of the prefill's work.
+  group_size 1, for a G-th of the prefill's work. `prompt_mask_NxP`: 1 on each left-padded
+  row's real tokens (None: all real). A row stops at `eos_id` or any of `eos_ids` (a chat
+  model's end-of-turn tokens). `greedy`: the most likely token at each step instead of a draw
+  (evaluation, parity with a reference); its log-prob is still at `temperature`.
+
+  `key` is one PRNG key for the whole batch, or one per prompt (`[N, 2]` raw keys or `[N]` typed
+  keys): then row g of prompt n draws with `fold_in(key[n], g)` alone, so a row's samples do not
+  depend on the other rows of the batch (nor on their padding).
   """
   fn = "sample"
   _checks.rank(fn, "prompts_NxP", prompts_NxP, 2)
@@ -62,21 +72,48 @@ def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos
   if P + max_new_tokens > policy.max_len:
     raise ValueError(f"{fn}: prompt length {P} + max_new_tokens {max_new_tokens} exceeds the "
                      f"model's context model.max_len = {policy.max_len}.")
+  if prompt_mask_NxP is not None:
+    _checks.shape(fn, "prompt_mask_NxP", prompt_mask_NxP, (N, P), "`prompts_NxP`")
+    if not getattr(policy, "takes_prompt_mask", False):
+      raise ValueError(f"{fn}: prompt_mask_NxP given, but this model takes prompts of one "
+                       f"length (config.model.name = 'llama' takes left-padded prompts).")
+  typed = jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
+  per_row = jnp.ndim(key) == (1 if typed else 2)
+  if per_row:
+    if jnp.shape(key)[0] != N:
+      raise ValueError(f"{fn}: {jnp.shape(key)[0]} keys for {N} prompts (one key, or one per "
+                       f"prompt).")
+    row_keys_B = jax.vmap(lambda k: jax.vmap(lambda g: jax.random.fold_in(k, g))(
+        jnp.arange(group_size)))(key)
+    row_keys_B = row_keys_B.reshape(B, *row_keys_B.shape[2:])
+  stop_ids = jnp.asarray(sorted({int(eos_id), *(int(i) for i in eos_ids)} - {-1}) or [-1],
+                         jnp.int32)
   decode = lambda tokens, pos, cache, block=0: policy.decode(params, tokens, pos, cache, block)
   segments, sizes = cache_blocks(P, max_new_tokens, policy.max_len)
-  logits_NxPxV, cache = decode(prompts_NxP, 0, policy.init_cache(N, sizes))
+  if prompt_mask_NxP is None:
+    logits_NxPxV, cache = decode(prompts_NxP, 0, policy.init_cache(N, sizes))
+  else:
+    logits_NxPxV, cache = policy.decode(params, prompts_NxP, 0, policy.init_cache(N, sizes), 0,
+                                        mask_BxL=prompt_mask_NxP)
   repeat = lambda x: jnp.repeat(x, group_size, axis=0) if group_size > 1 else x
   logits_Bx1xV, cache = repeat(logits_NxPxV[:, -1:]), jax.tree_util.tree_map(repeat, cache)
 
   def step(carry, t, block):
     cache, logits_BxV, done_B = carry
-    y_B = jax.random.categorical(jax.random.fold_in(key, t),
-                                 logits_BxV.astype(jnp.float32) / temperature).astype(jnp.int32)
+    if greedy:
+      y_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+    else:
+      scaled_BxV = logits_BxV.astype(jnp.float32) / temperature
+      if per_row:
+        y_B = jax.vmap(lambda k, x: jax.random.categorical(jax.random.fold_in(k, t), x))(
+            row_keys_B, scaled_BxV).astype(jnp.int32)
+      else:
+        y_B = jax.random.categorical(jax.random.fold_in(key, t), scaled_BxV).astype(jnp.int32)
     logp_B = token_log_probs(logits_BxV[:, None], y_B[:, None], temperature=temperature)[:, 0]
     live_B = ~done_B
     y_B = jnp.where(live_B, y_B, pad_id)
     mask_B = live_B.astype(jnp.float32)
-    done_B = done_B | (y_B == eos_id)
+    done_B = done_B | jnp.any(y_B[:, None] == stop_ids[None, :], axis=1)
     next_logits_Bx1xV, cache = decode(y_B[:, None], P + t, cache, block)
     return (cache, next_logits_Bx1xV[:, 0], done_B), (y_B, logp_B * mask_B, mask_B)
 

@@ -40,14 +40,15 @@ def make_programs(config, task, policy, num_runs: int | None = None, on_update=N
   options = compiler_options()
   if mesh is None:
     init, train_chunk = make_train(config, task, policy, on_update=on_update)
-    init_fn = jax.jit(jax.vmap(init))
+    init_fn = jax.jit(jax.vmap(init, in_axes=(0, 0, None)))
     chunk_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0, compiler_options=options)
   else:
     init, train_chunk = make_train(config, task, policy, sharding.data_sharding(mesh),
                                      on_update)
     per_run = sharding.seed_sharding(mesh)
-    init_fn = jax.jit(jax.vmap(init, spmd_axis_name=sharding.SEED),
-                      in_shardings=(per_run, per_run), out_shardings=per_run)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    init_fn = jax.jit(jax.vmap(init, in_axes=(0, 0, None), spmd_axis_name=sharding.SEED),
+                      in_shardings=(per_run, per_run, replicated), out_shardings=per_run)
     chunk_fn = jax.jit(jax.vmap(train_chunk, spmd_axis_name=sharding.SEED),
                        in_shardings=per_run, out_shardings=per_run, donate_argnums=0,
                        compiler_options=options)
@@ -55,7 +56,7 @@ def make_programs(config, task, policy, num_runs: int | None = None, on_update=N
   def init_runs(keys_R, hp):
     R = keys_R.shape[0]
     return init_fn(keys_R, {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (R,))
-                            for k, v in hp.items()})
+                            for k, v in hp.items()}, init.start_params)
   return init_runs, chunk_fn
 
 

@@ -45,6 +45,14 @@ class TrainState:
   halted: jax.Array        # bool: a non-finite quantity stopped this run (on_nonfinite="stop")
 
 
+def initial_params(config, policy):
+  """The params every run starts from: `config.init_from` (`pg.train.save_params`), else the
+  policy's pretrained checkpoint (`config.model.init_from`), else None (random init)."""
+  if config.get("init_from"):
+    return load_params(config.init_from, policy)
+  return policy.pretrained_params()
+
+
 def make_train(config, task, policy, data_sharding=None, on_update=None):
   """Returns (init, train_chunk) for the `task` and `policy` that `pg.train.build(config)` made;
   see the module docstring.
@@ -69,16 +77,23 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
   advantage_fn = pg.get_advantage(config.advantage)
   forward, loss_fn = make_loss(config, policy, aggregation(config), share_prompts)
   gradient_step = make_gradient_step(config, loss_fn)
-  start_params = load_params(config.init_from, policy) if config.get("init_from") else None
+  start_params = initial_params(config, policy)
 
-  def init(key, hp) -> TrainState:
+  def init(key, hp, start=start_params) -> TrainState:
+    """A run's first state; `start` (default: the config's starting params, `init.start_params`)
+    goes in whole or, for a pretrained checkpoint, under a fresh value head. The programs pass
+    it as an argument, so a pretrained model's weights are not compiled in as constants."""
     init_key, run_key = jax.random.split(key)
-    params = policy.init(init_key) if start_params is None else start_params
+    params = policy.init(init_key)
+    if start is not None:
+      params = policy.warm_start(params, start)
     opt_state = optimizer(hp, config.max_grad_norm).init(params)
     return TrainState(params=params, ref_params=params if use_ref else None,
                       opt_state=opt_state, baseline_state=pg.init_baseline_state(),
                       key=run_key, step=jnp.zeros((), jnp.int32), hp=hp,
                       halted=jnp.zeros((), bool))
+
+  init.start_params = start_params
 
   def rollout(state: TrainState, prompt_key, sample_key):
     """Prompts, samples, scores and the task's extra metrics of one update."""
