@@ -1,7 +1,10 @@
 """Runs in a fresh process with N virtual CPU devices (XLA_FLAGS set before JAX starts).
 
-    python tests/sharding_worker.py DEVICES compare OUT.json
-    python tests/sharding_worker.py DEVICES run WORKDIR NUM_CHUNKS
+    python tests/sharding_worker.py DEVICES compare OUT.json [CHECKPOINT]
+    python tests/sharding_worker.py DEVICES run WORKDIR NUM_CHUNKS [CHECKPOINT]
+
+CHECKPOINT: a Hugging Face model directory the "llama" policy starts from (default: the tiny
+GPT config).
 """
 
 import json
@@ -20,8 +23,13 @@ from pg.run import experiment
 from pg import train  # noqa: E402
 
 
-def metrics_for(seed_axis, data_axis, chunks=2):
-  config = tiny(num_seeds=4)
+def model_config(checkpoint=None):
+  return {"model": {"name": "llama", "init_from": checkpoint, "value_head": "shared"},
+          "advantage": "gae"} if checkpoint else {}
+
+
+def metrics_for(seed_axis, data_axis, chunks=2, checkpoint=None):
+  config = tiny(num_seeds=4, **model_config(checkpoint))
   config.mesh.seed, config.mesh.data = seed_axis, data_axis
   init, chunk = train.make_programs(config, *train.build(config))
   state = init(train.seed_keys(config), train.hparams_from_config(config))
@@ -37,13 +45,17 @@ def main():
   assert jax.device_count() == int(sys.argv[1]), jax.devices()
   if sys.argv[2] == "compare":
     result = {}
-    for seed_axis, data_axis in [(1, 1), (4, 2), (2, 4), (1, 8), (0, 0)]:
-      metrics, shardings = metrics_for(seed_axis, data_axis)
+    checkpoint = sys.argv[4] if len(sys.argv) > 4 else None
+    layouts = [(1, 1), (2, 4), (0, 0)] if checkpoint else [(1, 1), (4, 2), (2, 4), (1, 8), (0, 0)]
+    for seed_axis, data_axis in layouts:
+      metrics, shardings = metrics_for(seed_axis, data_axis, checkpoint=checkpoint)
       result[f"{seed_axis}x{data_axis}"] = {"metrics": metrics, "shardings": sorted(shardings)}
     with open(sys.argv[3], "w") as f:
       json.dump(result, f)
   else:
-    config = tiny(num_seeds=4, num_chunks=int(sys.argv[4]), checkpoint_every=2)
+    checkpoint = sys.argv[5] if len(sys.argv) > 5 else None
+    config = tiny(num_seeds=4, num_chunks=int(sys.argv[4]), checkpoint_every=2,
+                  **model_config(checkpoint))
     experiment.run(config, sys.argv[3], verbose=False)
 
 

@@ -10,7 +10,8 @@ from pg.run import configs
 
 
 def tiny(**overrides):
-  """The tiny config with fields replaced; a dict value updates that block (`model={...}`)."""
+  """The tiny config with fields replaced; a dict value updates that block (`model={...}`),
+  or replaces the model block when it names an architecture."""
   c = configs.base_config()
   c.task.name = "needle"
   c.task.options = {"length": 4, "num_symbols": 2, "exclusive": False}
@@ -19,7 +20,9 @@ def tiny(**overrides):
   c.updates_per_chunk, c.num_chunks, c.checkpoint_every = 5, 2, 1
   c.hparams.learning_rate = 3e-3
   for k, v in overrides.items():
-    if isinstance(v, dict):
+    if k == "model" and "name" in v:  # another architecture: its own options, not gpt's
+      c.model = v
+    elif isinstance(v, dict):
       c[k].update(v)
     else:
       c[k] = v

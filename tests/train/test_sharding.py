@@ -22,9 +22,13 @@ def worker(*args):
   assert out.returncode == 0, out.stderr[-3000:]
 
 
+LLAMA = os.path.join(ROOT, "tests", "fixtures", "hf", "qwen2")
+
+
 @pytest.mark.slow
-def test_sharded_runs_match_the_unsharded_run(tmp_path):
-  worker(8, "compare", tmp_path / "out.json")
+@pytest.mark.parametrize("checkpoint", [None, LLAMA], ids=["gpt", "pretrained_llama"])
+def test_sharded_runs_match_the_unsharded_run(tmp_path, checkpoint):
+  worker(8, "compare", tmp_path / "out.json", *([checkpoint] if checkpoint else []))
   result = json.loads((tmp_path / "out.json").read_text())
   ref = result.pop("1x1")
   assert all("SingleDeviceSharding" in s for s in ref["shardings"])
@@ -42,10 +46,12 @@ def read_rows(path):
 
 
 @pytest.mark.slow
-def test_checkpoint_saved_on_8_devices_restores_on_4(tmp_path):
-  worker(8, "run", tmp_path / "a", 4)            # uninterrupted, 8 devices (mesh 4 × 2)
-  worker(8, "run", tmp_path / "b", 2)            # half, 8 devices
-  worker(4, "run", tmp_path / "b", 4)            # resumed on 4 devices (mesh 4 × 1)
+@pytest.mark.parametrize("checkpoint", [None, LLAMA], ids=["gpt", "pretrained_llama"])
+def test_checkpoint_saved_on_8_devices_restores_on_4(tmp_path, checkpoint):
+  more = [checkpoint] if checkpoint else []
+  worker(8, "run", tmp_path / "a", 4, *more)     # uninterrupted, 8 devices (mesh 4 × 2)
+  worker(8, "run", tmp_path / "b", 2, *more)     # half, 8 devices
+  worker(4, "run", tmp_path / "b", 4, *more)     # resumed on 4 devices (mesh 4 × 1)
   rows_a, rows_b = read_rows(tmp_path / "a" / "metrics.jsonl"), read_rows(
       tmp_path / "b" / "metrics.jsonl")
   assert len(rows_a) == len(rows_b) == 4 * 4 * 5
