@@ -35,11 +35,11 @@ def load_pretrained(path: str, *, max_len: int, dtype: str = "float32",
   (from `tokenizer_path`, default the checkpoint itself). A tokenizer whose ids the embeddings
   do not cover is refused, naming both sizes."""
   tokenizer = text.load_tokenizer(tokenizer_path or path)
-  policy = build_policy({"name": "llama", "init_from": path, "dtype": dtype},
-                        vocab_size=tokenizer.vocab_size, max_len=max_len)
-  if tokenizer.vocab_size > policy.vocab_size:  # build_policy checks it too; named here
-    raise ValueError(f"the tokenizer of {tokenizer_path or path!r} has {tokenizer.vocab_size} "
-                     f"ids; the embeddings have {policy.vocab_size} rows.")
+  policy = build_policy({"name": "llama", "init_from": path, "dtype": dtype}, vocab_size=1,
+                        max_len=max_len)  # the checkpoint sets the vocabulary
+  if tokenizer.vocab_size > policy.vocab_size:
+    raise ValueError(f"the tokenizer of {tokenizer_path or path!r} ({tokenizer.vocab_size} ids) "
+                     f"does not fit the checkpoint's embeddings ({policy.vocab_size} rows).")
   fresh = jax.eval_shape(policy.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
   params = jax.tree_util.tree_map(jnp.asarray,
                                   policy.warm_start(fresh, policy.pretrained_params()))

@@ -43,6 +43,8 @@ GROUPS = (
     Group("reinforce_ma", "train", "configs/reinforce_ma.py", 8, "compared with RLOO (default)"),
     Group("rloo", "train", "configs/rloo.py", 8, "a score interval that a rerun keeps"),
     Group("grpo", "train", "configs/grpo.py", 8, "a score interval that a rerun keeps"),
+    Group("llama", "train", "configs/llama.py", 8,
+          "the Llama-family policy against GPT (default) on the same job"),
     Group("grpo_low_entropy", "train", "configs/grpo.py", 8,
           "what the GRPO example learned with its earlier entropy bonus (partial credit vs exact)",
           overrides=(("hparams.entropy_coef", 0.01), ("num_chunks", 40))),
