@@ -56,6 +56,9 @@ def build(config, task: tasks_lib.Task | None = None):
   _check_batch(config)
   if config.get("init_from") and not os.path.exists(config.init_from):
     raise FileNotFoundError(f"config.init_from: no params at {config.init_from!r}.")
+  if config.get("init_from") and (config.model.get("init_from") or None):
+    raise ValueError(f"config.init_from ({config.init_from!r}) and config.model.init_from "
+                     f"({config.model.init_from!r}) both name starting weights: set one.")
   pg.make_hparams(**config.hparams)  # names and ranges of the swept values
   return task, policy
 
