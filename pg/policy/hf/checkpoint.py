@@ -38,7 +38,10 @@ def read_hf_config(path: str) -> dict:
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{FIELD}: no GGUF file at {path!r}.")
     from pg.policy.hf import gguf_io  # pylint: disable=import-outside-toplevel
-    return gguf_io.read_gguf_config(path)
+    try:
+      return gguf_io.read_gguf_config(path)
+    except ValueError as e:
+      raise ValueError(f"{FIELD}: {e}") from None
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{FIELD}: {path!r} is neither a model directory nor a .gguf file.")
   config_path = os.path.join(path, "config.json")
@@ -48,7 +51,7 @@ def read_hf_config(path: str) -> dict:
   try:
     with open(config_path, encoding="utf-8") as f:
       return json.load(f)
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{FIELD}: {config_path} is not valid JSON ({e}).") from None
 
 
@@ -60,19 +63,25 @@ def architecture_options(path, options: dict, defaults: dict, *, vocab_size: int
   longer than the model's is refused, named."""
   found = families.options(read_hf_config(path), f"{FIELD} {path!r}")
   for name in families.ARCHITECTURE_FIELDS:
-    if options.get(name) != defaults.get(name) and options.get(name) != found[name]:
-      raise ValueError(f"config.model.{name} = {options[name]!r}, but the checkpoint at {path!r} "
-                       f"has {found[name]!r}: leave it unset with init_from.")
+    value = options.get(name)
+    if name == "head_dim" and value == found["d_model"] / found["num_heads"]:
+      value = None  # the default width, spelt out
+    if value != defaults.get(name) and value != found[name]:
+      raise ValueError(f"config.model.{name} = {options[name]!r}, but the checkpoint at {FIELD} = "
+                       f"{path!r} has {found[name]!r}: leave it unset with init_from.")
   if vocab_size > found["vocab_size"]:
     raise ValueError(f"config.task: the task's vocabulary ({vocab_size} ids) does not fit the "
-                     f"checkpoint's embeddings ({found['vocab_size']} rows) at {path!r}.")
+                     f"embeddings ({found['vocab_size']} rows) of {FIELD} = {path!r}.")
   context = found["max_position_embeddings"]
   if context and max_len > context:
-    raise ValueError(f"config.task: prompt + response = {max_len} positions exceed the "
-                     f"checkpoint's context of {context} (max_position_embeddings) at {path!r}.")
+    raise ValueError(f"config.task: prompt + response = {max_len} positions exceed the context "
+                     f"of {context} (max_position_embeddings) of {FIELD} = {path!r}.")
   if found["sliding_window"] and max_len > found["sliding_window"]:
-    raise ValueError(f"config.task: {max_len} positions exceed the checkpoint's sliding window "
-                     f"of {found['sliding_window']}, which pg does not implement.")
+    raise ValueError(f"config.task: {max_len} positions exceed the sliding window of "
+                     f"{found['sliding_window']} of {FIELD} = {path!r}, which pg does not "
+                     f"implement.")
+  if not is_gguf(path):
+    _safetensors_files(path)  # a missing or unreadable weights file is refused now, not later
   arch = {k: found[k] for k in families.ARCHITECTURE_FIELDS}
   return {**options, **arch, "vocab_size": found["vocab_size"]}
 
@@ -82,17 +91,27 @@ def _safetensors_files(path: str) -> dict:
   index = os.path.join(path, "model.safetensors.index.json")
   single = os.path.join(path, "model.safetensors")
   if os.path.isfile(index):
-    with open(index, encoding="utf-8") as f:
-      weight_map = json.load(f)["weight_map"]
+    try:
+      with open(index, encoding="utf-8") as f:
+        weight_map = json.load(f)["weight_map"]
+      if not isinstance(weight_map, dict):
+        raise TypeError("weight_map is not an object")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+      raise ValueError(f"{FIELD}: {index} is not a safetensors index with a weight_map "
+                       f"({type(e).__name__}: {e}).") from None
     missing = sorted({v for v in weight_map.values()
                       if not os.path.isfile(os.path.join(path, v))})
     if missing:
       raise FileNotFoundError(f"{FIELD}: {index} lists shards that are not there: {missing}.")
+    for shard in sorted(set(weight_map.values())):
+      _open(os.path.join(path, shard))  # reads the header only
     return {k: os.path.join(path, v) for k, v in weight_map.items()}
   if not os.path.isfile(single):
+    others = sorted(n for n in os.listdir(path) if n.endswith((".bin", ".pt", ".pth", ".ckpt")))
     raise FileNotFoundError(f"{FIELD}: {path!r} has neither model.safetensors nor "
-                            f"model.safetensors.index.json (only safetensors checkpoints are "
-                            f"read; save_pretrained(..., safe_serialization=True) writes one).")
+                            f"model.safetensors.index.json{f' (only {others})' if others else ''}: "
+                            f"only safetensors checkpoints are read; transformers' "
+                            f"save_pretrained(..., safe_serialization=True) writes one.")
   return {k: single for k in _open(single).keys()}
 
 
@@ -157,7 +176,10 @@ def load_params(path: str, policy) -> dict:
   abstract = base.abstract_params(policy)
   if is_gguf(path):
     from pg.policy.hf import gguf_io  # pylint: disable=import-outside-toplevel
-    _, tensors = gguf_io.read_gguf(path)
+    try:
+      _, tensors = gguf_io.read_gguf(path)
+    except ValueError as e:
+      raise ValueError(f"{FIELD}: {e}") from None
     _check_keys(list(tensors), mapping, policy.cfg.tie_embeddings, where)
     _check_shapes({k: v.shape for k, v in tensors.items()}, mapping, abstract, where)
     get = lambda key: tensors[key]
@@ -165,7 +187,11 @@ def load_params(path: str, policy) -> dict:
     files = _safetensors_files(path)
     _check_keys(list(files), mapping, policy.cfg.tie_embeddings, where)
     handles = {f: _open(f) for f in set(files.values())}
-    shapes = {k: handles[files[k]].get_slice(k).get_shape() for k in mapping}
+    try:
+      shapes = {k: handles[files[k]].get_slice(k).get_shape() for k in mapping}
+    except Exception as e:  # the index names a shard that lacks the key
+      raise ValueError(f"{where}: a tensor the index lists is not in its shard "
+                       f"({type(e).__name__}: {e}).") from None
     _check_shapes(shapes, mapping, abstract, where)
 
     def get(key):
@@ -190,13 +216,43 @@ def default_architecture(policy) -> str:
   return "Qwen3ForCausalLM" if policy.cfg.qk_norm else "LlamaForCausalLM"
 
 
+def _check_fit(params, mapping, abstract) -> None:
+  """Refuses params that are not one run's of this policy (a seed axis, another size), named."""
+  tree = params.get("params") if hasattr(params, "get") else None
+  if tree is None:
+    raise ValueError(f"save_pretrained: params must be the policy's {{'params': ...}} tree, got "
+                     f"{type(params).__name__}.")
+  for key, (path, _) in mapping.items():
+    try:
+      got = tuple(np.shape(_tree_get(tree, path)))
+    except (KeyError, TypeError):
+      raise ValueError(f"save_pretrained: params lack {path} ({key}): they are not this "
+                       f"policy's.") from None
+    want = tuple(_tree_get(abstract["params"], path).shape)
+    if got == want:
+      continue
+    if got[1:] == want:
+      raise ValueError(f"save_pretrained: params have a leading axis ({path}: {got}, the policy's "
+                       f"{want}): pass one run's params, e.g. "
+                       f"jax.tree.map(lambda x: x[0], state.params).")
+    raise ValueError(f"save_pretrained: params do not fit the policy ({path}: {got}, the "
+                     f"policy's {want}).")
+
+
+# Fields of the source's config.json kept when a policy is saved as the source's architecture:
+# the sliding window, which pg's config does not hold (it refuses longer contexts) but a loader
+# applies.
+KEPT_FIELDS = ("sliding_window", "use_sliding_window", "max_window_layers", "layer_types")
+
+
 def save_pretrained(params, policy, out_dir: str, *, architecture: str | None = None,
                     dtype: str = "float32", tokenizer_from: str | None = None,
                     overwrite: bool = False) -> str:
   """Writes `params` (one run's: no seed axis) as a Hugging Face model directory: config.json
   and model.safetensors (`dtype` float32 or bfloat16), plus the tokenizer files of the
   directory `tokenizer_from` (default: the policy's own checkpoint directory). The value head
-  is not part of the format and is left out. Written to a temporary directory and renamed, so
+  is not part of the format and is left out; the checkpoint's context length (and sliding
+  window, for its own architecture) is kept. Written to a temporary directory and renamed, so
   an interrupted save leaves nothing half-written; an existing non-empty `out_dir` is refused
   unless `overwrite`."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
@@ -204,18 +260,24 @@ def save_pretrained(params, policy, out_dir: str, *, architecture: str | None = 
   if architecture not in families.FAMILIES:
     raise ValueError(f"save_pretrained: architecture {architecture!r} is not supported; "
                      f"supported: {', '.join(families.FAMILIES)}.")
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise FileExistsError(f"save_pretrained: {out_dir!r} is a file, not a directory.")
   if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
     raise FileExistsError(f"save_pretrained: {out_dir!r} exists and is not empty (pass "
                           f"overwrite=True to replace it).")
   if dtype not in ("float32", "bfloat16"):
     raise ValueError(f"save_pretrained: dtype must be 'float32' or 'bfloat16', got {dtype!r}.")
-  lead = jax.tree_util.tree_leaves(params)[0].shape
   mapping = _mapping(policy, architecture, "save_pretrained")
-  abstract = base.abstract_params(policy)
-  first_path = next(iter(mapping.values()))[0]
-  if tuple(lead) != tuple(_tree_get(abstract["params"], first_path).shape):
-    raise ValueError(f"save_pretrained: params have a leading axis (shape {tuple(lead)}): pass "
-                     f"one run's params, e.g. jax.tree.map(lambda x: x[0], state.params).")
+  _check_fit(params, mapping, base.abstract_params(policy))
+  config = families.hf_config(policy.cfg, architecture)
+  config["dtype"] = config["torch_dtype"] = dtype
+  if policy.checkpoint:
+    source_config = read_hf_config(policy.checkpoint)
+    found = families.options(source_config, FIELD)
+    config["max_position_embeddings"] = found["max_position_embeddings"] or policy.cfg.max_len
+    if found["sliding_window"] and families.family_of(source_config, FIELD)[0] == architecture:
+      config.update({k: source_config[k] for k in KEPT_FIELDS if k in source_config})
+      config["sliding_window"] = found["sliding_window"]
   np_dtype = np.float32
   if dtype == "bfloat16":
     import ml_dtypes  # pylint: disable=import-outside-toplevel
@@ -224,8 +286,6 @@ def save_pretrained(params, policy, out_dir: str, *, architecture: str | None = 
   for key, (tree_path, transposed) in mapping.items():
     array = np.asarray(jax.device_get(_tree_get(params["params"], tree_path)), np.float32)
     tensors[key] = np.ascontiguousarray((array.T if transposed else array).astype(np_dtype))
-  config = families.hf_config(policy.cfg, architecture)
-  config["torch_dtype"] = dtype
   source = tokenizer_from or (policy.checkpoint if policy.checkpoint
                               and os.path.isdir(policy.checkpoint) else None)
   parent = os.path.dirname(os.path.abspath(out_dir))
@@ -244,8 +304,12 @@ def save_pretrained(params, policy, out_dir: str, *, architecture: str | None = 
     with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
       json.dump(config, f, indent=2)
     if os.path.isdir(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+      old = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
+      os.replace(out_dir, old)  # out_dir is never absent or half-written
+      os.replace(tmp, out_dir)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(tmp, out_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

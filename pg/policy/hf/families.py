@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from pg.policy import rope
+
 Row = tuple  # (hf_name, pg_path, transposed)
 
 LLAMA_TABLE: tuple[Row, ...] = (
@@ -46,14 +48,24 @@ class Family(NamedTuple):
   qkv_bias: bool
   qk_norm: bool
   tie_default: bool            # transformers' default for tie_word_embeddings
+  defaults: tuple = ()         # (field, value): transformers' defaults for fields a config omits
 
 
 FAMILIES = {
-    "LlamaForCausalLM": Family("llama", LLAMA_TABLE, False, False, False),
-    "MistralForCausalLM": Family("mistral", LLAMA_TABLE, False, False, False),
-    "Qwen2ForCausalLM": Family("qwen2", QWEN2_TABLE, True, False, False),
-    "Qwen3ForCausalLM": Family("qwen3", QWEN3_TABLE, False, True, False),
+    "LlamaForCausalLM": Family("llama", LLAMA_TABLE, False, False, False,
+                               (("max_position_embeddings", 2048),)),
+    "MistralForCausalLM": Family("mistral", LLAMA_TABLE, False, False, False,
+                                 (("max_position_embeddings", 131072), ("sliding_window", 4096))),
+    "Qwen2ForCausalLM": Family("qwen2", QWEN2_TABLE, True, False, False,
+                               (("max_position_embeddings", 32768), ("num_key_value_heads", 32),
+                                ("sliding_window", 4096), ("max_window_layers", 28))),
+    "Qwen3ForCausalLM": Family("qwen3", QWEN3_TABLE, False, True, False,
+                               (("max_position_embeddings", 32768), ("num_key_value_heads", 32),
+                                ("head_dim", 128), ("sliding_window", 4096),
+                                ("max_window_layers", 28))),
 }
+REQUIRED_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                   "intermediate_size", "vocab_size")
 ARCHITECTURE_FIELDS = ("num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim",
                        "mlp_dim", "rope_theta", "rope_scaling", "rms_eps", "tie_embeddings",
                        "qkv_bias", "qk_norm")
@@ -65,8 +77,9 @@ def family_of(hf_config: dict, where: str) -> tuple[str, Family]:
   for name in names:
     if name in FAMILIES:
       return name, FAMILIES[name]
-  raise ValueError(f"{where}: architecture {names or hf_config.get('model_type')!r} is not "
-                   f"supported; supported: {', '.join(FAMILIES)}.")
+  found = names or hf_config.get("model_type")
+  raise ValueError(f"{where}: architecture {found!r} is not supported; supported: "
+                   f"{', '.join(FAMILIES)}.")
 
 
 def _rope(hf_config: dict):
@@ -87,27 +100,50 @@ def options(hf_config: dict, where: str) -> dict:
   """The "llama" policy's architecture options (and `vocab_size`, `max_position_embeddings`)
   from a `config.json`; a feature the family supports but `pg` does not is refused, named."""
   arch, family = family_of(hf_config, where)
+  missing = [k for k in REQUIRED_FIELDS if not isinstance(hf_config.get(k), int)]
+  if missing:
+    raise ValueError(f"{where}: config.json lacks integer field(s) {missing} that {arch} needs.")
   for flag in ("attention_bias", "mlp_bias"):
-    if hf_config.get(flag) and family.model_type in ("llama", "mistral"):
+    if hf_config.get(flag) and family.model_type in ("llama", "mistral", "qwen3"):
       raise ValueError(f"{where}: {arch} with {flag}=true is not supported.")
-  window = hf_config.get("sliding_window")
-  uses_window = hf_config.get("use_sliding_window", family.model_type == "mistral")
+  if hf_config.get("hidden_act", "silu") not in ("silu", "swish"):
+    raise ValueError(f"{where}: {arch} with hidden_act={hf_config['hidden_act']!r} is not "
+                     f"supported (only 'silu').")
+  get = lambda k, default=None: hf_config[k] if k in hf_config else dict(family.defaults).get(
+      k, default)
   theta, scaling = _rope(hf_config)
+  try:
+    rope.check_scaling(scaling)
+  except ValueError as e:
+    raise ValueError(f"{where}: {e}") from None
   heads = int(hf_config["num_attention_heads"])
   d_model = int(hf_config["hidden_size"])
-  head_dim = hf_config.get("head_dim") or d_model // heads
+  head_dim = get("head_dim") or d_model // heads
   return {
       "num_layers": int(hf_config["num_hidden_layers"]), "d_model": d_model,
-      "num_heads": heads, "num_kv_heads": int(hf_config.get("num_key_value_heads") or heads),
+      "num_heads": heads, "num_kv_heads": int(get("num_key_value_heads") or heads),
       "head_dim": None if head_dim == d_model // heads and not d_model % heads else head_dim,
       "mlp_dim": int(hf_config["intermediate_size"]), "rope_theta": theta,
       "rope_scaling": scaling, "rms_eps": float(hf_config.get("rms_norm_eps", 1e-6)),
       "tie_embeddings": bool(hf_config.get("tie_word_embeddings", family.tie_default)),
       "qkv_bias": family.qkv_bias, "qk_norm": family.qk_norm,
       "vocab_size": int(hf_config["vocab_size"]),
-      "max_position_embeddings": int(hf_config.get("max_position_embeddings") or 0) or None,
-      "sliding_window": int(window) if window and uses_window else None,
+      "max_position_embeddings": int(get("max_position_embeddings") or 0) or None,
+      "sliding_window": _sliding_window(hf_config, family, get),
   }
+
+
+def _sliding_window(hf_config: dict, family: Family, get):
+  """The window transformers applies to some layer (None: full attention everywhere)."""
+  window = get("sliding_window")
+  if family.model_type == "mistral" or not window:
+    return int(window) if window else None
+  if not hf_config.get("use_sliding_window", False):
+    return None
+  layer_types = hf_config.get("layer_types") or [
+      "sliding_attention" if i >= get("max_window_layers") else "full_attention"
+      for i in range(int(hf_config["num_hidden_layers"]))]
+  return int(window) if "sliding_attention" in layer_types else None
 
 
 def hf_config(cfg, architecture: str = "LlamaForCausalLM", extra: dict | None = None) -> dict:
@@ -124,7 +160,7 @@ def hf_config(cfg, architecture: str = "LlamaForCausalLM", extra: dict | None = 
       "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads,
       "head_dim": cfg.dim_per_head, "hidden_act": "silu", "rms_norm_eps": cfg.rms_eps,
       "rope_theta": cfg.rope_theta, "max_position_embeddings": cfg.max_len,
-      "tie_word_embeddings": cfg.tie_embeddings, "torch_dtype": "float32",
+      "tie_word_embeddings": cfg.tie_embeddings, "dtype": "float32", "torch_dtype": "float32",
       "attention_dropout": 0.0,
   }
   if cfg.rope_scaling:
