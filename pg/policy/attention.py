@@ -107,3 +107,45 @@ def attend_masked(q_BxLxHxDh, k_BxSxKxDh, v_BxSxKxDh, allowed_BxLxS):
   attn = jax.nn.softmax(scores / jnp.sqrt(Dh).astype(jnp.float32), axis=-1)
   out = jnp.einsum("bkrls,bskd->blkrd", attn.astype(q_BxLxHxDh.dtype), v_BxSxKxDh)
   return out.reshape(B, L, H, Dh)
+
+
+def attend_cached(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, blocks, pos, j, start_B):
+  """Decoding at slots pos..pos+L−1 (in cache block j, static) with grouped-query heads:
+  attends to the cache's slots start_B..pos−1 (each row's first real slot `start_B`: a
+  left-padded prompt's pads are never read; blocks 0..j, read before this call's write) and
+  causally to its own L tokens. `blocks`: (k, v) pairs `[B, K, S_b, Dh]` along the positions.
+  Returns the output `[B, L, H, Dh]` and the blocks with this call's keys and values written
+  into block j (in place: the write is the block's last use)."""
+  B, L, H, Dh = q_BxLxHxDh.shape
+  K = k_BxLxKxDh.shape[2]
+  sizes = [k.shape[2] for k, _ in blocks]
+  first = [sum(sizes[:b]) for b in range(len(sizes))]
+  q_BxKxRxLxDh = q_BxLxHxDh.reshape(B, L, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
+  k_BxKxLxDh, v_BxKxLxDh = (x.transpose(0, 2, 1, 3) for x in (k_BxLxKxDh, v_BxLxKxDh))
+  slot_L = pos + jnp.arange(L)
+  own = jnp.einsum("bkrld,bksd->bkrls", q_BxKxRxLxDh, k_BxKxLxDh).astype(jnp.float32)
+  own_ok = (slot_L[None, :] <= slot_L[:, None])[None] & (slot_L[None, None, :]
+                                                       >= start_B[:, None, None])
+  parts = []
+  for b in range(j + 1):
+    s = jnp.einsum("bkrld,bksd->bkrls", q_BxKxRxLxDh, blocks[b][0]).astype(jnp.float32)
+    slot_S = first[b] + jnp.arange(sizes[b])
+    ok_BxS = slot_S[None, :] >= start_B[:, None]
+    if b == j:
+      ok_BxS &= (slot_S < pos)[None, :]
+    parts.append(jnp.where(ok_BxS[:, None, None, None, :], s, -1e30))
+  parts.append(jnp.where(own_ok[:, None, None], own, -1e30))
+  scores = jnp.concatenate(parts, axis=-1) / jnp.sqrt(Dh).astype(jnp.float32)
+  attn = jax.nn.softmax(scores, axis=-1).astype(q_BxLxHxDh.dtype)
+  end = first[j] + sizes[j]
+  out = jnp.einsum("bkrls,bksd->bkrld", attn[..., end:], v_BxKxLxDh)
+  for b in range(j + 1):
+    out += jnp.einsum("bkrls,bksd->bkrld", attn[..., first[b]:first[b] + sizes[b]],
+                      blocks[b][1])
+  out_BxLxHxDh = out.transpose(0, 3, 1, 2, 4).reshape(B, L, H, Dh)
+  zero = jnp.zeros((), jnp.int32)
+  starts = (zero, zero, jnp.asarray(pos - first[j], jnp.int32), zero)
+  k_j, v_j = blocks[j]
+  new = (update_slice(k_j, k_BxKxLxDh.astype(k_j.dtype), starts),
+         update_slice(v_j, v_BxKxLxDh.astype(v_j.dtype), starts))
+  return out_BxLxHxDh, blocks[:j] + (new,) + blocks[j + 1:]

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from pg.core.logprobs import head_log_probs_and_entropy, token_log_probs_and_entropy
 from pg.policy import rope
-from pg.policy.attention import attend_after_prefix, attend_masked, update_slice
+from pg.policy.attention import attend_after_prefix, attend_cached, attend_masked
 from pg.policy.base import TokenFlops, register_policy
 
 VALUE_HEADS = ("none", "shared", "separate")
@@ -112,45 +112,6 @@ def positions_from_mask(mask_BxL):
   return jnp.maximum(jnp.cumsum(mask_BxL > 0, axis=1) - 1, 0).astype(jnp.int32)
 
 
-def _cached_attention(q_BxLxHxDh, k_BxLxKxDh, v_BxLxKxDh, blocks, pos, j, start_B):
-  """Decoding at slots pos..pos+L−1 (in block j): attends to the cache's slots start_B..pos−1
-  (blocks 0..j, read before this call's write) and causally to its own L tokens; returns the
-  output and the blocks with this call's keys and values written into block j."""
-  B, L, H, Dh = q_BxLxHxDh.shape
-  K = k_BxLxKxDh.shape[2]
-  sizes = [k.shape[2] for k, _ in blocks]
-  first = [sum(sizes[:b]) for b in range(len(sizes))]
-  q_BxKxRxLxDh = q_BxLxHxDh.reshape(B, L, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
-  k_BxKxLxDh, v_BxKxLxDh = (x.transpose(0, 2, 1, 3) for x in (k_BxLxKxDh, v_BxLxKxDh))
-  slot_L = pos + jnp.arange(L)
-  own = jnp.einsum("bkrld,bksd->bkrls", q_BxKxRxLxDh, k_BxKxLxDh).astype(jnp.float32)
-  own_ok = (slot_L[None, :] <= slot_L[:, None])[None] & (slot_L[None, None, :]
-                                                       >= start_B[:, None, None])
-  parts = []
-  for b in range(j + 1):
-    s = jnp.einsum("bkrld,bksd->bkrls", q_BxKxRxLxDh, blocks[b][0]).astype(jnp.float32)
-    slot_S = first[b] + jnp.arange(sizes[b])
-    ok_BxS = slot_S[None, :] >= start_B[:, None]
-    if b == j:
-      ok_BxS &= (slot_S < pos)[None, :]
-    parts.append(jnp.where(ok_BxS[:, None, None, None, :], s, -1e30))
-  parts.append(jnp.where(own_ok[:, None, None], own, -1e30))
-  scores = jnp.concatenate(parts, axis=-1) / jnp.sqrt(Dh).astype(jnp.float32)
-  attn = jax.nn.softmax(scores, axis=-1).astype(q_BxLxHxDh.dtype)
-  end = first[j] + sizes[j]
-  out = jnp.einsum("bkrls,bksd->bkrld", attn[..., end:], v_BxKxLxDh)
-  for b in range(j + 1):
-    out += jnp.einsum("bkrls,bksd->bkrld", attn[..., first[b]:first[b] + sizes[b]],
-                      blocks[b][1])
-  out_BxLxHxDh = out.transpose(0, 3, 1, 2, 4).reshape(B, L, H, Dh)
-  zero = jnp.zeros((), jnp.int32)
-  starts = (zero, zero, jnp.asarray(pos - first[j], jnp.int32), zero)
-  k_j, v_j = blocks[j]
-  new = (update_slice(k_j, k_BxKxLxDh.astype(k_j.dtype), starts),
-         update_slice(v_j, v_BxKxLxDh.astype(v_j.dtype), starts))
-  return out_BxLxHxDh, blocks[:j] + (new,) + blocks[j + 1:]
-
-
 class Layer(nn.Module):
   cfg: LlamaConfig
 
@@ -186,7 +147,7 @@ class Layer(nn.Module):
       out = attend_masked(q, k, v, allowed_BxLxS)
       new_kv = (k, v)
     else:
-      out, new_kv = _cached_attention(q, k, v, kv, pos, write_block, start_B)
+      out, new_kv = attend_cached(q, k, v, kv, pos, write_block, start_B)
     x_BxLxD = x_BxLxD + dense(D, "o")(out.reshape(B, L, H * Dh))
     h = norm("mlp_norm")(x_BxLxD)
     h = dense(D, "down")(nn.silu(dense(cfg.mlp_dim, "gate")(h)) * dense(cfg.mlp_dim, "up")(h))
