@@ -73,6 +73,38 @@ class Policy(Protocol):
   def pretrained_params(self): ...
 
 
+class FlaxPolicy:
+  """What a policy made of a config `cfg` (with vocab_size, max_len, value_head) and a Flax
+  module class `module` (taking `cfg`) shares: the interface's facts, `apply`, and the −1e9 on
+  `masked_ids` that every logit it gives carries."""
+  cfg: Any
+  module: Any
+  masked_ids: tuple
+
+  @property
+  def vocab_size(self) -> int:
+    return self.cfg.vocab_size
+
+  @property
+  def max_len(self) -> int:
+    return self.cfg.max_len
+
+  @property
+  def has_values(self) -> bool:
+    return self.cfg.value_head != "none"
+
+  def _apply(self, params, *args, method):
+    return self.module(self.cfg).apply(params, *args, method=method)
+
+  def _masked(self, logits_xV):
+    """`logits_xV` with −1e9 at the ids never emitted (finite, so p·log p stays 0 in the
+    entropy)."""
+    if not self.masked_ids:
+      return logits_xV
+    return logits_xV + jax.numpy.zeros((self.cfg.vocab_size,), jax.numpy.float32).at[
+        jax.numpy.asarray(self.masked_ids)].set(-1e9)
+
+
 class PolicyRegistration(NamedTuple):
   build: Callable     # build(options, *, vocab_size, max_len, logprob_chunk_size, masked_ids)
   options: dict       # config.model fields the architecture reads, with their defaults

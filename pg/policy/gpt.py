@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from pg.core.logprobs import head_log_probs_and_entropy, token_log_probs_and_entropy
 from pg.policy.attention import attend_after_prefix, update_slice
-from pg.policy.base import TokenFlops, refuse_mask, register_policy
+from pg.policy.base import FlaxPolicy, TokenFlops, refuse_mask, register_policy
 
 VALUE_HEADS = ("none", "shared", "separate")
 
@@ -236,43 +236,17 @@ def init_params(cfg: ModelConfig, key):
 
 
 @dataclasses.dataclass(frozen=True)
-class GPTPolicy:
+class GPTPolicy(FlaxPolicy):
   """`PolicyValue` behind the `pg.policy.base.Policy` interface."""
   cfg: ModelConfig
   logprob_chunk_size: Optional[int] = None
   masked_ids: tuple = ()
   shares_prompts = True
   takes_prompt_mask = False
-
-  @property
-  def vocab_size(self) -> int:
-    return self.cfg.vocab_size
-
-  @property
-  def max_len(self) -> int:
-    return self.cfg.max_len
-
-  @property
-  def has_values(self) -> bool:
-    return self.cfg.value_head != "none"
+  module = PolicyValue
 
   def init(self, key):
     return init_params(self.cfg, key)
-
-  def _apply(self, params, *args, method):
-    return PolicyValue(self.cfg).apply(params, *args, method=method)
-
-  def _mask_V(self):
-    """−1e9 at the token ids the policy never emits, 0 elsewhere (float32 `[V]`); None when
-    there are none. Finite, so p·log p stays 0 in the entropy."""
-    if not self.masked_ids:
-      return None
-    return jnp.zeros((self.cfg.vocab_size,), jnp.float32).at[jnp.asarray(self.masked_ids)].set(
-        -1e9)
-
-  def _masked(self, logits_xV):
-    mask_V = self._mask_V()
-    return logits_xV if mask_V is None else logits_xV + mask_V
 
   def response_stats(self, params, prompts_NxP, tokens_BxT, temperature, prompt_mask_NxP=None):
     """Log-probs, entropies and values `[B, T]` of the responses after their prompts (values
@@ -312,8 +286,8 @@ class GPTPolicy:
 
   def decode(self, params, tokens_BxL, pos, cache, block: int = 0, mask_BxL=None):
     refuse_mask(self, mask_BxL, "decode")
-    logits_BxLxV, cache = PolicyValue(self.cfg).apply(params, tokens_BxL, pos, cache, block,
-                                                      method=PolicyValue.decode)
+    logits_BxLxV, cache = self._apply(params, tokens_BxL, pos, cache, block,
+                                      method=PolicyValue.decode)
     return self._masked(logits_BxLxV), cache
 
   def token_flops(self, attended: int) -> TokenFlops:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from pg.core.logprobs import head_log_probs_and_entropy, token_log_probs_and_entropy
 from pg.policy import rope
 from pg.policy.attention import attend_after_prefix, attend_cached, attend_masked
-from pg.policy.base import TokenFlops, register_policy
+from pg.policy.base import FlaxPolicy, TokenFlops, register_policy
 
 VALUE_HEADS = ("none", "shared", "separate")
 
@@ -268,7 +268,7 @@ class PolicyValue(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaPolicy:
+class LlamaPolicy(FlaxPolicy):
   """`PolicyValue` behind the `pg.policy.base.Policy` interface. `checkpoint`: a Hugging Face
   model directory or GGUF file whose weights `pretrained_params` reads (None: random init)."""
   cfg: LlamaConfig
@@ -277,31 +277,11 @@ class LlamaPolicy:
   checkpoint: Optional[str] = None
   shares_prompts = True
   takes_prompt_mask = True
-
-  @property
-  def vocab_size(self) -> int:
-    return self.cfg.vocab_size
-
-  @property
-  def max_len(self) -> int:
-    return self.cfg.max_len
-
-  @property
-  def has_values(self) -> bool:
-    return self.cfg.value_head != "none"
+  module = PolicyValue
 
   def init(self, key):
     tokens = jnp.zeros((1, min(self.cfg.max_len, 8)), jnp.int32)
     return PolicyValue(self.cfg).init(key, tokens)
-
-  def _apply(self, params, *args, method):
-    return PolicyValue(self.cfg).apply(params, *args, method=method)
-
-  def _masked(self, logits_xV):
-    if not self.masked_ids:
-      return logits_xV
-    return logits_xV + jnp.zeros((self.cfg.vocab_size,), jnp.float32).at[
-        jnp.asarray(self.masked_ids)].set(-1e9)
 
   def _head_kernel(self, params):
     p = params["params"]
