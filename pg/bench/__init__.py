@@ -1,3 +1,4 @@
-"""Benchmarks (layer 4): the timers (`timing`) and one module per benchmark: the compiled
+"""Benchmarks (layer 5): the timers (`timing`) and one module per benchmark: the compiled
 update's throughput and the sweep comparison (`train`), its growth with size (`scaling`), its
-matmuls timed alone (`matmul`), and GAE and log-probs (`core`)."""
+matmuls timed alone (`matmul`), GAE and log-probs (`core`), and one RL update of a pretrained
+model in float32 and bfloat16 (`llm`)."""

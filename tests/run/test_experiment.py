@@ -55,7 +55,10 @@ def test_every_config_runs_one_shrunk_chunk(path):
   config = configs.load_config_file(path)
   text = open(path).read()
   assert any(f"python experiments/{script}.py" in text  # opens with its command
-             for script in ("train", "sweep", "rlhf"))
+             for script in ("train", "sweep", "rlhf", "bench_llm"))
+  if config.model.get("init_from"):  # a real checkpoint cannot be shrunk
+    pytest.skip("loads a checkpoint: tests/bench/test_bench_llm.py runs its script on a tiny "
+                "model")
   with config.unlocked():
     config.num_seeds, config.updates_per_chunk = 2, 2
     config.num_prompts = max(2, config.num_minibatches)
