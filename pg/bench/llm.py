@@ -115,27 +115,28 @@ def reset_peak_rss() -> bool:
     return False
 
 
-def rss_mib() -> float:
-  """The process's resident memory now (Linux VmRSS; NaN elsewhere)."""
+def _status_mib(field: str) -> float:
+  """A `/proc/self/status` memory field ("VmRSS", "VmHWM") in MiB; NaN where there is none."""
   try:
     with open("/proc/self/status") as f:
       for line in f:
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
           return int(line.split()[1]) / 1024
   except OSError:
     pass
   return float("nan")
 
 
+def rss_mib() -> float:
+  """The process's resident memory now (Linux VmRSS; NaN elsewhere)."""
+  return _status_mib("VmRSS")
+
+
 def peak_rss_mib() -> float:
   """The process's peak resident memory: VmHWM (since the last reset) or ru_maxrss."""
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("VmHWM:"):
-          return int(line.split()[1]) / 1024
-  except OSError:
-    pass
+  peak = _status_mib("VmHWM")
+  if not math.isnan(peak):
+    return peak
   scale = 1 if platform.system() == "Darwin" else 1024  # bytes on macOS, KiB on Linux
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 

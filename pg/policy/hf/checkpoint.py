@@ -171,19 +171,19 @@ def load_params(path: str, policy) -> dict:
   """The checkpoint's weights as `{"params": ...}` of float32 NumPy arrays in `policy`'s tree
   (no value head: `policy.warm_start` adds the fresh one)."""
   where = f"{FIELD} {path!r}"
-  architecture, _ = families.family_of(read_hf_config(path), where)
-  mapping = _mapping(policy, architecture, where)
   abstract = base.abstract_params(policy)
-  if is_gguf(path):
+  if is_gguf(path):  # one read of the file gives its config and its tensors
     from pg.policy.hf import gguf_io  # pylint: disable=import-outside-toplevel
     try:
-      _, tensors = gguf_io.read_gguf(path)
+      config, tensors = gguf_io.read_gguf(path)
     except ValueError as e:
       raise ValueError(f"{FIELD}: {e}") from None
+    mapping = _mapping(policy, families.family_of(config, where)[0], where)
     _check_keys(list(tensors), mapping, policy.cfg.tie_embeddings, where)
     _check_shapes({k: v.shape for k, v in tensors.items()}, mapping, abstract, where)
     get = lambda key: tensors[key]
   else:
+    mapping = _mapping(policy, families.family_of(read_hf_config(path), where)[0], where)
     files = _safetensors_files(path)
     _check_keys(list(files), mapping, policy.cfg.tie_embeddings, where)
     handles = {f: _open(f) for f in set(files.values())}
