@@ -52,6 +52,13 @@ def base_config(imports=()):
   c.mesh = ml_collections.ConfigDict({"seed": 0, "data": 0})  # device mesh; 0: choose
   c.distributed = False       # call jax.distributed.initialize() (multi-host)
   c.init_from = ""            # params file (pg.train.save_params) for the policy and π_ref
+  # Held-out evaluation (a task with a held-out set): at update 0, every eval_every updates (a
+  # multiple of updates_per_chunk; 0: none) and at the end. pg.run.evaluation.
+  c.eval_every = 0
+  c.eval_samples = 4          # sampled responses per problem (pass@k, maj@n), besides greedy
+  c.eval_temperature = 1.0
+  c.eval_batch = 32           # held-out problems per compiled call
+  c.eval_size = 0             # problems evaluated; 0: the whole held-out set
   spec = hparams.spec()  # pg.hparams.SPEC and what the registered losses and estimators declare
   c.hparams = ml_collections.ConfigDict({name: entry[0] for name, entry in spec.items()})
   # Values to sweep (experiments/sweep.py, pg.run.sweep): a tuple per hyperparameter or

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from pg import train
 from pg.policy import sampler
-from pg.run import checkpoints, plotting, progress, schema, tensorboard
+from pg.run import checkpoints, evaluation, plotting, progress, schema, tensorboard
 from pg.run.interrupts import StopRequest
 from pg.run.metrics_log import MetricsLog, atomic_write
 
@@ -112,6 +112,7 @@ def run(config, workdir: str, *, task=None, policy=None, runs: train.Runs | None
     counter = progress.UpdateCounter() if verbose else None
     programs = train.make_programs(config, task, policy, len(labels), on_update=counter)
   init, train_chunk = programs  # built (not compiled): a refusal leaves the workdir untouched
+  evaluation.check_config(config, task)
   make_workdir(workdir)
   _check_workdir(workdir, config, labels)
   manager = checkpoints.open_manager(workdir)
@@ -125,6 +126,30 @@ def run(config, workdir: str, *, task=None, policy=None, runs: train.Runs | None
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_updates_below=start_chunk * K)
   skipped_R = _skipped_so_far(log, len(labels))
   tb = tensorboard.open_writer(os.path.join(workdir, "tb"), runs.labels, start_chunk * K)
+  evaluator = (evaluation.Evaluator(config, task, policy, workdir, verbose)
+               if config.get("eval_every", 0) else None)
+  evaluated = {r["update"] for r in evaluation.truncate(workdir, start_chunk * K)}
+  warned = set()
+
+  def evaluate(update):
+    if evaluator is None or not evaluation.due(config, update, total) or update in evaluated:
+      return
+    rows = evaluator(state.params, update, runs.labels)
+    evaluated.add(update)
+    tensorboard.write_points(tb, rows, update)
+    if verbose:
+      bar.write(evaluation.one_line(rows, update))
+    warn_truncation({"held-out": np.mean([r[evaluation.PREFIX + "truncated"] for r in rows])},
+                    update)
+
+  def warn_truncation(shares, update):
+    for where, share in shares.items():
+      if share > 0.5 and where not in warned:
+        warned.add(where)
+        bar.write(f"warning: {share:.0%} of the {where} responses at update {update} hit "
+                  f"max_new_tokens = {task.max_new_tokens} without an end token; they are "
+                  f"scored as cut off (often 0). Raise config.task.options.max_new_tokens or "
+                  f"ask for shorter answers.")
   bar = tqdm(total=total, initial=start_chunk * K, desc=desc, unit="update",
              disable=not verbose)
   if counter is not None:
@@ -161,6 +186,9 @@ def run(config, workdir: str, *, task=None, policy=None, runs: train.Runs | None
       stop_with(f"{over}; the state is saved in {workdir} (chunk {completed}).")
     if completed % config.checkpoint_every == 0 or completed == config.num_chunks:
       checkpoints.save(manager, state, completed)
+    warn_truncation({"training": float(np.mean(metrics["truncated_fraction"][:, -1]))},
+                    completed * K)
+    evaluate(completed * K)
 
   def stop_with(message):
     checkpoints.save(manager, state, completed, force=True)  # failing runs: last good state
@@ -175,6 +203,7 @@ def run(config, workdir: str, *, task=None, policy=None, runs: train.Runs | None
       train_chunk = progress.compile_in_background(train_chunk, (state,),
                                                    bar if verbose else None)
     previous = stop.install()
+    evaluate(start_chunk * K)  # update 0, or an evaluation a crash left undone
     for chunk in range(start_chunk, config.num_chunks):
       result = train_chunk(state)  # `state` is donated to the call
       progress.wait_until_ready(result)
@@ -265,37 +294,44 @@ def report(config, workdir, log, state, task, policy, title=None):
     metrics += ("kl_to_ref",)
   extra = tuple(k for k in extra_metric_names(task) if k in curves)
   name = title or os.path.basename(os.path.normpath(workdir))
-  path = plotting.plot_curves({config.advantage: curves}, os.path.join(workdir, "curves.png"),
-                              metrics=tuple(m for m in metrics + extra if m in curves),
-                              bounds=plotting.metric_bounds(task), title=name)
+  eval_updates, eval_curves = evaluation.curves(evaluation.read(workdir), config.num_seeds)
+  shown = tuple(m for m in metrics + extra if m in curves)
+  heldout = tuple(k for k in eval_curves if k.endswith(("greedy", "pass@1")) or "maj@" in k)
+  path = plotting.plot_curves({config.advantage: {**curves, **eval_curves}},
+                              os.path.join(workdir, "curves.png"), metrics=shown + heldout,
+                              bounds={**plotting.metric_bounds(task),
+                                      **{k: (0.0, 1.0) for k in heldout}}, title=name,
+                              steps={k: eval_updates for k in heldout})
   columns = [(f"{m}, {part}", m, window) for m in ("mean_score",) + extra
              for part, window in (("first 10%", (0.0, 0.1)), ("last 10%", (0.9, 1.0)))]
   print(plotting.summary_table(
       {config.advantage: curves}, columns,
       note=f"{config.num_seeds} seeds; ± is a 95% t-interval across seeds."))
+  held = evaluation.summary_table(workdir, [{"seed": j} for j in range(config.num_seeds)])
+  if held:
+    print("\n" + held)
   print(f"learning curves: {path}\nmetrics: {log.path}\n")
   params0 = jax.tree_util.tree_map(lambda x: x[0], state.params)
   prompts = task.sample_prompts(jax.random.PRNGKey(12345), 4)
   s = sampler.sample(policy, params0, prompts, jax.random.PRNGKey(0),
                      max_new_tokens=task.max_new_tokens, eos_id=task.eos_id, pad_id=task.pad_id,
-                     temperature=float(state.hp["temperature"][0]))
+                     temperature=float(state.hp["temperature"][0]),
+                     prompt_mask_NxP=task.prompt_mask(prompts), eos_ids=task.eos_ids)
   scores = task.score(prompts, s.tokens_BxT, s.mask_BxT)
   print("samples from seed 0 after training:")
   for i in range(prompts.shape[0]):
     n = int(np.sum(np.asarray(s.mask_BxT[i])))
     score = float(scores[i])
     shown = f"{score:.2f}" if np.isfinite(score) else "not finite"
-    print(f"  {task.decode(prompts[i])}  →  {task.decode(s.tokens_BxT[i][:n])}"
+    print(f"  {task.decode_prompt(prompts[i])!s}  →  {task.decode(s.tokens_BxT[i][:n])}"
           f"   (score {shown})")
 
 
 
 def extra_metric_names(task) -> tuple:
   """The names of the task's extra metrics (`Task.extra_metrics`), read from shapes only."""
-  if task.extra_metrics is None:
-    return ()
   P, T = task.prompt_len, task.max_new_tokens
-  out = jax.eval_shape(task.extra_metrics, jax.ShapeDtypeStruct((1, P), np.int32),
-                       jax.ShapeDtypeStruct((1, T), np.int32),
-                       jax.ShapeDtypeStruct((1, T), np.float32))
+  _, out = jax.eval_shape(task.score_and_extras, jax.ShapeDtypeStruct((1, P), np.int32),
+                          jax.ShapeDtypeStruct((1, T), np.int32),
+                          jax.ShapeDtypeStruct((1, T), np.float32))
   return tuple(sorted(out))

@@ -114,9 +114,9 @@ def smooth(x_SxK, window: int):
   return np.where(count > 0, (c[:, k] - c[:, lo]) / np.maximum(count, 1), np.nan)
 
 
-def _panel(ax, results, key, window, bounds, confidence):
+def _panel(ax, results, key, window, bounds, confidence, steps=None):
   """One metric: per run its seeds (thin), their mean and its clipped band; False if no run
-  has a finite value of `key`."""
+  has a finite value of `key`. `steps`: the updates of its columns (default 0, 1, ...)."""
   drawn = False
   for i, (name, m) in enumerate(results.items()):
     if key not in m:
@@ -126,12 +126,13 @@ def _panel(ax, results, key, window, bounds, confidence):
     if n == 0:
       continue
     drawn = True
-    steps = np.arange(x_SxK.shape[1])
+    steps = np.arange(x_SxK.shape[1]) if steps is None else np.asarray(steps)
     colour = f"C{i}"
+    marker = "o" if steps.size < 30 and np.any(np.diff(steps) > 1) else None
     for seed_curve in x_SxK:
       ax.plot(steps, seed_curve, color=colour, lw=0.4, alpha=0.3)
     mean, ci = mean_and_ci(x_SxK, confidence)
-    ax.plot(steps, mean, color=colour, lw=2,
+    ax.plot(steps, mean, color=colour, lw=2, marker=marker,
             label=f"{name}: mean of {n} seed{'s' if n != 1 else ''}")
     if n >= 2:
       ax.fill_between(steps, clip(mean - ci, bounds), clip(mean + ci, bounds), color=colour,
@@ -140,9 +141,9 @@ def _panel(ax, results, key, window, bounds, confidence):
 
 
 def curves_figure(results, metrics, best=None, smoothing=None, bounds=None, title=None,
-                  confidence=0.95):
+                  confidence=0.95, steps=None):
   """The figure `plot_curves` saves (same arguments), left open for the caller."""
-  smoothing, bounds = smoothing or {}, bounds or {}
+  smoothing, bounds, steps = smoothing or {}, bounds or {}, steps or {}
   ncols = min(2, len(metrics))
   nrows = -(-len(metrics) // ncols)
   fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 4 * nrows + (0.4 if title else 0)),
@@ -151,7 +152,7 @@ def curves_figure(results, metrics, best=None, smoothing=None, bounds=None, titl
     ax.set_visible(False)
   for ax, key in zip(axes.flat, metrics):
     window = smoothing.get(key, 1)
-    if not _panel(ax, results, key, window, bounds.get(key), confidence):
+    if not _panel(ax, results, key, window, bounds.get(key), confidence, steps.get(key)):
       ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center")
     if key == "exact_J" and best is not None:
       ax.axhline(best, color="k", ls="--", lw=1, label="max J")
@@ -167,7 +168,7 @@ def curves_figure(results, metrics, best=None, smoothing=None, bounds=None, titl
 
 
 def plot_curves(results, path, best=None, metrics=("exact_J", "grad_cosine_to_exact"),
-                smoothing=None, *, bounds=None, title=None, confidence=0.95):
+                smoothing=None, *, bounds=None, title=None, confidence=0.95, steps=None):
   """One panel per metric, one colour per run: seed mean, its band, thin per-seed lines;
   saved to `path` (returned).
 
@@ -175,9 +176,10 @@ def plot_curves(results, path, best=None, metrics=("exact_J", "grad_cosine_to_ex
   trailing moving-average window (for noisy per-update metrics); `bounds` maps a metric to its
   range (lo, hi), None for unbounded, to which its band is clipped (`metric_bounds(task)`);
   `title` names the figure (the config). The legend states each band: "95% t-interval over
-  n seeds", n counting the seeds with finite values.
+  n seeds", n counting the seeds with finite values. `steps` maps a metric measured at some
+  updates only (a held-out score) to those updates.
   """
-  fig = curves_figure(results, metrics, best, smoothing, bounds, title, confidence)
+  fig = curves_figure(results, metrics, best, smoothing, bounds, title, confidence, steps)
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return path

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,10 +44,57 @@ class Task:
   extra_metrics: Callable | None = None
   # The score's bounds (lo, hi), None for unbounded on that side; figures clip their bands to it.
   score_range: tuple = (None, None)
+  # More ids that end a response besides eos_id (a chat model's end-of-turn tokens).
+  eos_ids: tuple = ()
+  # Prompts of different lengths: left-padded with this id (None: every prompt token is real).
+  # The mask is 1 from a row's first token that is not this id on (`prompt_mask`), so a prompt
+  # may contain the id itself, but must not begin with it.
+  prompt_pad_id: int | None = None
+  # One call for the score and the extra metrics (a reward computed on the host once per update):
+  # (prompts_BxP, tokens_BxT, mask_BxT) -> (scores_B, {name: [B] float32}); replaces both.
+  score_parts: Callable | None = None
+  # A held-out set evaluated during training (`pg.run.evaluation`), or None.
+  heldout: Any = None
+  # Token ids -> text (a tokenizer's decode); None: `token_names` joined by spaces.
+  detokenize: Callable | None = None
 
   def decode(self, tokens) -> str:
+    tokens = np.asarray(tokens)
+    if self.detokenize is not None:
+      return self.detokenize([int(t) for t in tokens])
     names = self.token_names or tuple(str(i) for i in range(self.vocab_size))
-    return " ".join(names[int(t)] for t in np.asarray(tokens))
+    return " ".join(names[int(t)] for t in tokens)
+
+  def decode_prompt(self, prompt_P) -> str:
+    """A prompt's text without its left padding."""
+    prompt_P = np.asarray(prompt_P)
+    if self.prompt_pad_id is not None:
+      prompt_P = prompt_P[np.asarray(self.prompt_mask(prompt_P[None]))[0] > 0]
+    return self.decode(prompt_P)
+
+  def prompt_mask(self, prompts_NxP):
+    """float32 `[N, P]`: 1 on each row's prompt tokens, 0 on its left padding; None when
+    prompts are not padded (`prompt_pad_id` None)."""
+    if self.prompt_pad_id is None:
+      return None
+    real_NxP = (prompts_NxP != self.prompt_pad_id).astype(jnp.int32)
+    return (jnp.cumsum(real_NxP, axis=-1) > 0).astype(jnp.float32)
+
+  @property
+  def stop_ids(self) -> tuple:
+    """Every id that ends a response: eos_id (unless -1) and eos_ids."""
+    return tuple(sorted({int(self.eos_id), *(int(i) for i in self.eos_ids)} - {-1}))
+
+  def score_and_extras(self, prompts_BxP, tokens_BxT, mask_BxT):
+    """(scores_B float32, {name: [B]}): `score_parts` when the task has it, else `score` and
+    `extra_metrics`."""
+    if self.score_parts is not None:
+      scores_B, extras = self.score_parts(prompts_BxP, tokens_BxT, mask_BxT)
+    else:
+      scores_B = self.score(prompts_BxP, tokens_BxT, mask_BxT)
+      extras = ({} if self.extra_metrics is None
+                else self.extra_metrics(prompts_BxP, tokens_BxT, mask_BxT))
+    return scores_B.astype(jnp.float32), dict(extras)
 
 
 TASKS: dict[str, Callable] = {}
@@ -171,6 +218,13 @@ def _check_ids(task: Task) -> None:
   if not 0 <= task.pad_id < V:
     raise ValueError(f"task {task.name!r}: task.pad_id must lie in [0, {V}) (vocab_size = "
                      f"{V}), got {task.pad_id}.")
+  for i in task.eos_ids:
+    if not 0 <= i < V:
+      raise ValueError(f"task {task.name!r}: task.eos_ids must lie in [0, {V}) (vocab_size = "
+                       f"{V}), got {tuple(task.eos_ids)}.")
+  if task.prompt_pad_id is not None and not 0 <= task.prompt_pad_id < V:
+    raise ValueError(f"task {task.name!r}: task.prompt_pad_id must be None or lie in [0, {V}), "
+                     f"got {task.prompt_pad_id}.")
 
 
 def _integer(dtype) -> bool:

@@ -37,7 +37,7 @@ def build(config, task: tasks_lib.Task | None = None):
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"config.{name} must be a positive int, got {value!r}.")
   if task is None:
-    task = tasks_lib.make_task(config.task.name, **config.task.options)
+    task = tasks_lib.make_task(config.task.name, **task_options(config))
   tasks_lib.check(task, config.num_prompts)
   advantage = _registration("advantage", config)
   _registration("policy_loss", config)
@@ -50,6 +50,7 @@ def build(config, task: tasks_lib.Task | None = None):
   policy = build_policy(config.model, vocab_size=task.vocab_size,
                         max_len=task.prompt_len + task.max_new_tokens,
                         logprob_chunk_size=_chunk_size(config), masked_ids=never_emitted(task))
+  _check_text(task, policy, config)
   if advantage.needs_critic and not policy.has_values:
     raise ValueError(f"advantage {config.advantage!r} needs a critic: set "
                      f"config.model.value_head to 'shared' or 'separate'.")
@@ -63,11 +64,33 @@ def build(config, task: tasks_lib.Task | None = None):
   return task, policy
 
 
+def task_options(config) -> dict:
+  """config.task.options, with a text task's empty `tokenizer` set to the model's checkpoint
+  (config.model.init_from): the prompts are encoded with the ids the model was trained on."""
+  options = dict(config.task.options)
+  if "tokenizer" in tasks_lib.task_options(config.task.name) and not options.get("tokenizer"):
+    options["tokenizer"] = config.model.get("init_from") or ""
+  return options
+
+
+def _check_text(task, policy, config):
+  """A task's ids must fit the model's embeddings, and padded prompts need a model that takes
+  a prompt mask."""
+  if task.vocab_size > policy.vocab_size:
+    raise ValueError(f"task {task.name!r} uses {task.vocab_size} token ids but the model "
+                     f"{config.model.name!r} has {policy.vocab_size} (its tokenizer is not this "
+                     f"model's? config.task.options.tokenizer).")
+  if task.prompt_pad_id is not None and not policy.takes_prompt_mask:
+    raise ValueError(f"task {task.name!r} has prompts of different lengths (left-padded), which "
+                     f"config.model.name = {config.model.name!r} cannot take; use 'llama'.")
+
+
 def never_emitted(task) -> tuple:
   """The task's pad token, when it pads (has an end token) with a token of its own: the policy
   never samples it, and the trainer scores with the same masked distribution. (Without an end
-  token, as in target_token, nothing is padded and the pad id is an ordinary token.)"""
-  return (task.pad_id,) if task.eos_id >= 0 and task.pad_id != task.eos_id else ()
+  token, as in target_token, nothing is padded and the pad id is an ordinary token; a text task
+  pads with its end token, so nothing is masked.)"""
+  return (task.pad_id,) if task.eos_id >= 0 and task.pad_id not in task.stop_ids else ()
 
 
 def _registration(field, config):

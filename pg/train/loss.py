@@ -13,17 +13,21 @@ from __future__ import annotations
 import pg
 
 
-def make_loss(config, policy, aggregation: str, share_prompts: bool):
+def make_loss(config, policy, aggregation: str, share_prompts: bool, prompt_mask=None):
   """(forward, loss_fn): forward(params, prompts_BxP, tokens_BxT, temperature) ->
   (logp_BxT, entropy_BxT, values_BxT | None), with each group's prompt run once when
   `share_prompts` (rows then come in whole groups of config.group_size); and
-  loss_fn(params, batch, hp) -> (loss, metrics)."""
+  loss_fn(params, batch, hp) -> (loss, metrics). `prompt_mask(prompts_NxP)` gives left-padded
+  prompts' masks (`Task.prompt_mask`; None or returning None: every prompt token is real)."""
   G = config.group_size
   policy_loss_fn = pg.get_policy_loss(config.policy_loss)
 
   def forward(params, prompts_BxP, tokens_BxT, temperature):
     prompts = prompts_BxP[::G] if share_prompts else prompts_BxP
-    return policy.response_stats(params, prompts, tokens_BxT, temperature)
+    mask = None if prompt_mask is None else prompt_mask(prompts)
+    if mask is None:
+      return policy.response_stats(params, prompts, tokens_BxT, temperature)
+    return policy.response_stats(params, prompts, tokens_BxT, temperature, mask)
 
   def loss_fn(params, batch, hp):
     logp, entropy, values = forward(params, batch["prompts"], batch["tokens"], hp["temperature"])

@@ -75,7 +75,8 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
   share_prompts = shares_prompts(config, policy)
   use_ref = config.kl_placement != "none"
   advantage_fn = pg.get_advantage(config.advantage)
-  forward, loss_fn = make_loss(config, policy, aggregation(config), share_prompts)
+  forward, loss_fn = make_loss(config, policy, aggregation(config), share_prompts,
+                               task.prompt_mask)
   gradient_step = make_gradient_step(config, loss_fn)
   start_params = initial_params(config, policy)
 
@@ -101,12 +102,10 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     prompts_BxP = constrain(jnp.repeat(prompts_NxP, G, axis=0))
     s = constrain(sampler_lib.sample(
         policy, state.params, prompts_NxP, sample_key, max_new_tokens=T, eos_id=task.eos_id,
-        pad_id=task.pad_id, temperature=state.hp["temperature"], group_size=G))
-    scores_B = task.score(prompts_BxP, s.tokens_BxT, s.mask_BxT).astype(jnp.float32)
-    extra = {} if task.extra_metrics is None else {
-        k: jnp.mean(v) for k, v in task.extra_metrics(prompts_BxP, s.tokens_BxT,
-                                                      s.mask_BxT).items()}
-    return prompts_BxP, s, scores_B, extra
+        pad_id=task.pad_id, temperature=state.hp["temperature"], group_size=G,
+        prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids))
+    scores_B, extra_B = task.score_and_extras(prompts_BxP, s.tokens_BxT, s.mask_BxT)
+    return prompts_BxP, s, scores_B, {k: jnp.mean(v) for k, v in extra_B.items()}
 
   def training_batch(state: TrainState, prompts_BxP, s, scores_B):
     """The gradient steps' batch (`pg.train.loss`), the advantage estimator's output and each
