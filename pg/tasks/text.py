@@ -218,33 +218,32 @@ def _prompt_text(example: Example) -> str:
 
 def _call_reward(name, reward, prompts, responses, references, components):
   """`[C, n]` float64 (C = len(components), or 1 for a reward returning a list), or one error
-  naming the first prompt and response at fault."""
+  naming the task and what was wrong: for a reward that raises, the first prompt and response
+  that raise alone."""
   n = len(responses)
   try:
     out = reward(prompts, responses, references)
-    return _as_parts(name, out, n, components)
   except Exception as e:
     for i in range(n):  # find the row: one call each
       try:
-        _as_parts(name, reward(prompts[i:i + 1], responses[i:i + 1], references[i:i + 1]), 1,
-                  components)
+        reward(prompts[i:i + 1], responses[i:i + 1], references[i:i + 1])
       except Exception as row_error:
         raise RewardError(
-            f"task {name!r}: the reward {_what(row_error)} for prompt {_short(prompts[i])} and "
-            f"response {_short(responses[i])}.") from row_error
-    raise RewardError(f"task {name!r}: the reward {_what(e)} for a batch of {n} (no single "
-                      f"row fails alone).") from e
+            f"task {name!r}: the reward raised {type(row_error).__name__}: {row_error} for "
+            f"prompt {_short(prompts[i])} and response {_short(responses[i])}.") from row_error
+    raise RewardError(f"task {name!r}: the reward raised {type(e).__name__}: {e} for a batch "
+                      f"of {n} (no single row raises alone).") from e
+  try:
+    return _as_parts(out, n, components)
+  except RewardError as e:
+    raise RewardError(f"task {name!r}: the reward {e}.") from None
 
 
 class RewardError(ValueError):
-  pass
+  """A text task's reward raised, or returned something that is not one number per response."""
 
 
-def _what(e) -> str:
-  return str(e) if isinstance(e, RewardError) else f"raised {type(e).__name__}: {e}"
-
-
-def _as_parts(name, out, n, components):
+def _as_parts(out, n, components):
   if isinstance(out, Mapping):
     if not components:
       raise RewardError(f"returned components {sorted(out)} but the task has no weights for "
