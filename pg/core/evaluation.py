@@ -36,7 +36,7 @@ def pass_at_k(n, c, k: int):
     float64 `[E]` (or a scalar): 1 − C(n − c, k) / C(n, k).
   """
   n, c = np.asarray(n, np.int64), np.asarray(c, np.int64)
-  if not isinstance(k, (int, np.integer)) or k < 1:
+  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
     raise ValueError(f"pass_at_k: k must be a positive int, got {k!r}.")
   if np.any(n < k):
     raise ValueError(f"pass_at_k: every problem needs n >= k = {k} samples, got n = "

@@ -109,8 +109,8 @@ def generate(generator: Callable, num: int, seed: int, name: str = "generator",
 
 def split(examples: list[Example], num_heldout: int, seed: int):
   """(train, heldout): the distinct prompts shuffled by `seed`, the first `num_heldout` of them
-  (with every copy) held out. Refused unless both sides keep at least one example."""
-  if not isinstance(num_heldout, int) or num_heldout < 0:
+  (with every copy) held out (0: none). Refused unless training keeps at least one prompt."""
+  if isinstance(num_heldout, bool) or not isinstance(num_heldout, int) or num_heldout < 0:
     raise ValueError(f"config.task.options.num_heldout must be an int >= 0, got "
                      f"{num_heldout!r}.")
   keys = list(dict.fromkeys(e.key() for e in examples))

@@ -10,11 +10,16 @@ of weighted components.
 
 Extractors (`EXTRACTORS`): the last number in the text ("last_number"); the content of the last
 `\\boxed{...}`, braces balanced ("boxed"); what follows the last "####" up to the end of its line
-("hash", GSM8K's answer line). A number is normalised: thousands commas and a trailing period
+("hash", GSM8K's answer line; a leading "$" or trailing "%" dropped); the content of the last
+<answer>...</answer> ("answer_tag"). A reference written in the hash or boxed format (a whole
+GSM8K solution) is reduced to its answer first. A sign belongs to a number only where it cannot
+be a hyphen ("pages 3-5" → "5"). A number is normalised: thousands commas and a trailing period
 dropped, "+" and leading zeros removed, "-0" → "0", an integral float written as an int.
 
 Comparisons (`COMPARISONS`): "exact" (after stripping, case-folding and collapsing spaces),
-"numeric" (both parse as numbers, or fractions a/b, equal within a relative 1e-6; else exact).
+"numeric" (both parse as numbers, fractions a/b or \\frac{a}{b}, equal within a relative 1e-6;
+else exact), "countdown" (an expression over the reference's numbers, each used at most as often
+as given, with + − × ÷ and brackets, equal to its target; reference "TARGET from A, B, C").
 
 A reward's components (each in [0, 1], one per response): "correct" (the extracted answer equals
 the reference), "format" (an answer can be extracted in the asked format at all). The score is
@@ -31,7 +36,10 @@ import re
 from fractions import Fraction
 from typing import Callable, Mapping, Sequence
 
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+# A sign counts only where it cannot be a hyphen or an operator ("3-5", "x-1"); thousands
+# commas only in groups of three not followed by another digit.
+_NUMBER = re.compile(r"(?:(?<![\w.)\]])[-+])?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
+                     r"|(?:(?<![\w.)\]])[-+])?\.\d+")
 
 
 def normalize_number(text: str) -> str:
@@ -78,8 +86,8 @@ def hash_answer(text: str) -> str | None:
   rest = text[at + 4:].split("\n", 1)[0].strip()
   if not rest:
     return None
-  number = _NUMBER.fullmatch(rest.rstrip("."))
-  return normalize_number(rest) if number else rest
+  bare = rest.rstrip(".").lstrip("$").rstrip("%").strip()  # "$18", "25%"
+  return normalize_number(bare) if _NUMBER.fullmatch(bare) else rest
 
 
 def answer_tag(text: str) -> str | None:
@@ -207,12 +215,23 @@ class Verifier:
     self._extract = _lookup(EXTRACTORS, "extractor", extractor)
     _lookup(COMPARISONS, "comparison", comparison)
 
+  def reference(self, reference):
+    """A reference written in the extractor's own answer format (a GSM8K solution ending in
+    '#### 72', one ending in \\boxed{...}) reduced to that answer; any other kept as it is."""
+    if reference is None or self.extractor not in ("hash", "boxed"):
+      return reference
+    answer = self._extract(str(reference))
+    return reference if answer is None else answer
+
   def judge(self, response: str, reference) -> tuple[str | None, bool]:
     answer = self._extract(response)
-    return answer, equal(self.comparison, answer, reference)
+    return answer, equal(self.comparison, answer, self.reference(reference))
 
   def components(self, responses: Sequence[str], references: Sequence) -> dict:
     """Per response: "correct", "format" and "no_answer" (floats 0/1)."""
+    if len(responses) != len(references):
+      raise ValueError(f"Verifier.components: {len(responses)} responses, "
+                       f"{len(references)} references.")
     correct, found = [], []
     for response, reference in zip(responses, references):
       answer, ok = self.judge(response, reference)

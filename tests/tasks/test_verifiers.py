@@ -276,3 +276,25 @@ def test_generators_are_seeded():
     a, b = draw(generator, 30, seed=5), draw(generator, 30, seed=5)
     assert a == b, name
     assert [e.prompt for e in a] != [e.prompt for e in draw(generator, 30, seed=6)], name
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("pages 3-5", "5"), ("10-3", "3"), ("x = -4", "-4"), ("(-2)", "-2"), ("f(x)-1", "1"),
+    ("total: -12.5.", "-12.5")])
+def test_a_hyphen_after_a_word_or_digit_is_not_a_minus_sign(text, expected):
+  assert verifiers.last_number(text) == expected
+
+
+def test_gsm8k_answer_lines_and_references():
+  """'#### $18' reads 18; a whole GSM8K solution given as the reference is reduced to its
+  '####' answer (boxed likewise), while a plain reference is compared as it is."""
+  assert verifiers.hash_answer("#### $18") == "18" and verifiers.hash_answer("#### 25%") == "25"
+  solution = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
+  assert verifiers.Verifier("hash", "numeric").judge("so #### 72", solution) == ("72", True)
+  assert verifiers.Verifier("boxed", "numeric").judge(r"\boxed{3}", r"so \boxed{3}")[1]
+  assert verifiers.Verifier("last_number", "numeric").judge("it is 2", "1/2") == ("2", False)
+
+
+def test_components_refuse_lists_of_different_lengths():
+  with pytest.raises(ValueError, match="2 responses, 1 references"):
+    verifiers.Verifier().components(["7", "7"], ["7"])
