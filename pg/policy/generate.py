@@ -11,6 +11,7 @@ stopping at every end-of-turn token the model declares.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -55,6 +56,16 @@ def encode(model: Pretrained, prompts) -> tuple[jax.Array, jax.Array]:
   return jnp.asarray(ids_NxP), jnp.asarray(mask_NxP)
 
 
+@functools.partial(jax.jit, static_argnames=("policy", "max_new_tokens", "eos_ids", "pad_id",
+                                             "greedy"))
+def _sample(params, ids_NxP, mask_NxP, key, temperature, *, policy, max_new_tokens, eos_ids,
+            pad_id, greedy):
+  """The sampler, compiled once per model, shape and length (repeated calls reuse it)."""
+  return sampler.sample(policy, params, ids_NxP, key, max_new_tokens=max_new_tokens,
+                        eos_id=eos_ids[0], eos_ids=eos_ids, pad_id=pad_id,
+                        temperature=temperature, greedy=greedy, prompt_mask_NxP=mask_NxP)
+
+
 def generate(model: Pretrained, prompts, *, max_new_tokens: int, key=None,
              temperature: float = 1.0, greedy: bool = False) -> list[str]:
   """Each prompt's answer, decoded up to (not including) its end-of-turn token. Greedy when
@@ -66,12 +77,10 @@ def generate(model: Pretrained, prompts, *, max_new_tokens: int, key=None,
                      f"{ids_NxP.shape[1]} tokens and max_len is {model.policy.max_len}.")
   eos = model.tokenizer.eos_ids
   pad = model.tokenizer.pad_id if model.tokenizer.pad_id is not None else eos[0]
-  run = jax.jit(lambda params, ids, mask, k: sampler.sample(
-      model.policy, params, ids, k, max_new_tokens=max_new_tokens, eos_id=eos[0], eos_ids=eos,
-      pad_id=pad, temperature=temperature, greedy=greedy or key is None,
-      prompt_mask_NxP=mask))
-  samples = run(model.params, ids_NxP, mask_NxP,
-                jax.random.PRNGKey(0) if key is None else key)
+  samples = _sample(model.params, ids_NxP, mask_NxP,
+                    jax.random.PRNGKey(0) if key is None else key, jnp.float32(temperature),
+                    policy=model.policy, max_new_tokens=max_new_tokens, eos_ids=tuple(eos),
+                    pad_id=pad, greedy=greedy or key is None)
   tokens, mask = np.asarray(samples.tokens_BxT), np.asarray(samples.mask_BxT)
   out = []
   for row, m in zip(tokens, mask):

@@ -12,7 +12,7 @@ compiled batches of `config.eval_batch` problems, vmapped over runs.
 
 Each score is the mean over problems with the half-width of its 95% t-interval over problems
 (`pg.core.evaluation`); the scores go to `eval.jsonl` (one row per run and evaluation, the
-half-widths as `<name>_ci95`), TensorBoard (tags `heldout/<name>`), the curves figure and the
+half-widths as `<name>_ci95`), TensorBoard (tags `heldout/<name>`, "@" as "_at_"), the curves figure and the
 final table; each evaluation's per-problem results and responses to `eval/update_<u>.json`.
 """
 
@@ -74,6 +74,7 @@ class Evaluator:
     self.batch = min(config.eval_batch, E)
     self.prompts_ExP = np.asarray(held.prompts_ExP[:E])
     self.references = held.references[:E]
+    self.questions = [_question(e.prompt) for e in held.examples[:E]] or [""] * E
     self.judge = held.judge
     T, n = task.max_new_tokens, self.n
     temperature = float(config.eval_temperature)
@@ -95,8 +96,14 @@ class Evaluator:
         jnp.arange(E))
 
   def responses(self, params_R):
-    """Decoded responses: (greedy [R][E], samples [R][E][n], truncated [R][E][1 + n])."""
+    """Decoded responses: (greedy [R][E], samples [R][E][n], truncated [R][E][1 + n]). Runs
+    whose params are all the same (every seed at update 0 of a pretrained model) are generated
+    once: the draws use the same keys, so the responses would be the same."""
     R = jax.tree_util.tree_leaves(params_R)[0].shape[0]
+    if R > 1 and identical_runs(params_R):
+      greedy, samples, truncated = self.responses(
+          jax.tree_util.tree_map(lambda x: x[:1], params_R))
+      return greedy * R, samples * R, np.repeat(truncated, R, axis=0)
     greedy = [[None] * self.E for _ in range(R)]
     samples = [[[None] * self.n for _ in range(self.E)] for _ in range(R)]
     truncated = np.zeros((R, self.E, 1 + self.n), bool)
@@ -153,8 +160,9 @@ class Evaluator:
         row[PREFIX + name], row[f"{PREFIX}{name}_ci95"] = mean, half
       rows.append(row)
       details.append({"run": r, **label, "problems": [
-          {"reference": ref, "greedy": text, "greedy_answer": a, "greedy_correct": bool(ok),
-           "samples": samples[r][e], "samples_correct": [bool(ok) for _, ok in s_judged[e]]}
+          {"prompt": self.questions[e], "reference": ref, "greedy": text, "greedy_answer": a,
+           "greedy_correct": bool(ok), "samples": samples[r][e],
+           "samples_correct": [bool(ok) for _, ok in s_judged[e]]}
           for e, (ref, text, (a, ok)) in enumerate(zip(self.references, greedy[r], g_judged))]})
     if self.workdir:
       write(self.workdir, update, rows, details)
@@ -168,6 +176,23 @@ def one_line(rows, update: int) -> str:
            for k in names]
   return (f"held-out at update {update}: {', '.join(parts)} (mean of {len(rows)} "
           f"run{'s' if len(rows) != 1 else ''})")
+
+
+def _question(prompt) -> str:
+  """A held-out prompt as text: a string, or its chat's last user message."""
+  if isinstance(prompt, str):
+    return prompt
+  users = [m["content"] for m in prompt if m.get("role") == "user"]
+  return users[-1] if users else str(prompt)
+
+
+def identical_runs(params_R) -> bool:
+  """Whether every run's params equal run 0's, bit for bit."""
+  for leaf in jax.tree_util.tree_leaves(params_R):
+    x = np.asarray(jax.device_get(leaf))
+    if not all(np.array_equal(x[0], x[r]) for r in range(1, x.shape[0])):
+      return False
+  return True
 
 
 def eval_path(workdir) -> str:
@@ -280,3 +305,25 @@ def summary_table(workdir, labels) -> str:
   E = len(next(iter(d_first.values()))["problems"]) if d_first else "?"
   return (markdown_table(header, table) + f"\n\n{len(labels)} seeds, {E} held-out problems; "
           f"± is a 95% t-interval across seeds (last column: over problems, per seed).")
+
+
+def before_after(workdir, run: int = 0, n: int = 6) -> str:
+  """Markdown: the first `n` held-out problems (those the first evaluation answered wrong
+  first, then right) with run `run`'s greedy answer at the first and the last evaluation. ''
+  when fewer than two evaluations exist."""
+  from pg.run.tables import markdown_table
+  updates = sorted({r["update"] for r in read(workdir)})
+  if len(updates) < 2:
+    return ""
+  first, last = _details(workdir, updates[0]), _details(workdir, updates[-1])
+  if not first or not last or run not in first or run not in last:
+    return ""
+  a, b = first[run]["problems"], last[run]["problems"]
+  order = sorted(range(len(a)), key=lambda e: (a[e]["greedy_correct"], e))[:n]
+  clean = lambda s: " ".join(str(s).split()).replace("|", "/")
+  rows = [[clean(a[e].get("prompt", "")), clean(a[e]["reference"]),
+           f"{clean(a[e]['greedy'])} ({'right' if a[e]['greedy_correct'] else 'wrong'})",
+           f"{clean(b[e]['greedy'])} ({'right' if b[e]['greedy_correct'] else 'wrong'})"]
+          for e in order]
+  return markdown_table(["problem", "reference", f"greedy, update {updates[0]}",
+                         f"greedy, update {updates[-1]} (run {run})"], rows)

@@ -310,6 +310,8 @@ def report(config, workdir, log, state, task, policy, title=None):
   held = evaluation.summary_table(workdir, [{"seed": j} for j in range(config.num_seeds)])
   if held:
     print("\n" + held)
+    print("\nheld-out problems, first and last evaluation:\n"
+          + evaluation.before_after(workdir))
   print(f"learning curves: {path}\nmetrics: {log.path}\n")
   params0 = jax.tree_util.tree_map(lambda x: x[0], state.params)
   prompts = task.sample_prompts(jax.random.PRNGKey(12345), 4)

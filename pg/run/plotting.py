@@ -64,11 +64,18 @@ def clip(x, bounds):
 
 def metric_bounds(task) -> dict:
   """Each logged metric's range for a `pg.tasks.Task`: the score's (task.score_range), the
-  policy's entropy in nats [0, log V], the response length [0, max_new_tokens]. KL to the
+  policy's entropy in nats [0, log V], the response length [0, max_new_tokens], shares of
+  responses (`FRACTIONS`) [0, 1]. KL to the
   reference is left unbounded: its k1 estimate averaged over samples can be below 0."""
   return {"mean_score": tuple(task.score_range),
           "entropy": (0.0, float(np.log(task.vocab_size))),
-          "response_length": (0.0, float(task.max_new_tokens))}
+          "response_length": (0.0, float(task.max_new_tokens)),
+          **{k: (0.0, 1.0) for k in FRACTIONS}}
+
+
+# Metrics that are shares of responses (a verifier's components, truncation): bands in [0, 1].
+FRACTIONS = ("truncated_fraction", "correct", "format", "no_answer", "exact_accuracy",
+             "partial_credit")
 
 
 def format_stat(mean, half, n, total=None) -> str:

@@ -120,12 +120,12 @@ def write_chunk(writer: Writer | None, metrics, first_update: int) -> None:
 def write_points(writer: Writer | None, rows, update: int, prefix: str = "heldout_",
                  tag: str = "heldout/") -> None:
   """Writes one evaluation: `rows` (one dict per run, in the writer's run order) at step
-  `update`, each `prefix`-named score as `tag` + its name (interval half-widths left out);
-  per setting the mean of its seeds'."""
+  `update`, each `prefix`-named score as `tag` + its name, "@" written "_at_" (TensorBoard
+  tags take no "@"; interval half-widths left out); per setting the mean of its seeds'."""
   if writer is None:
     return
   names = sorted(k for k in rows[0] if k.startswith(prefix) and not k.endswith("_ci95"))
-  metrics = {tag + k[len(prefix):]: np.array([[np.nan if r.get(k) is None else r[k]]
+  metrics = {tag + k[len(prefix):].replace("@", "_at_"): np.array([[np.nan if r.get(k) is None else r[k]]
                                               for r in rows], np.float64) for k in names}
   write_chunk(writer, metrics, update)
 

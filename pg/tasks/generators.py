@@ -2,7 +2,8 @@
 answer its verifier checks. Seeded through the NumPy generator it is given; no files, no
 network.
 
-- "arithmetic": one-sentence word problems with +, − or × on small numbers (answer: a number).
+- "arithmetic": "What is 7 + 12?" or a one-sentence word problem, with +, − or × on small
+  numbers (answer: a number).
 - "countdown": reach a target with +, −, ×, ÷ using each given number at most once (answer: an
   expression, checked by evaluating it; every instance is solvable by construction).
 - "letter_count": how many times a letter occurs in an English word (answer: a number).
@@ -31,23 +32,32 @@ WORDS = ("apple", "banana", "strawberry", "letter", "balloon", "bookkeeper", "co
          "programming", "sheep")
 
 
-def arithmetic(rng, max_operand: int = 20, operations: str = "+-",
+def arithmetic(rng, max_operand: int = 20, operations: str = "+-", style: str = "word",
                instruction: str = "Answer with just the number.") -> Example:
-  """'Ana has 7 apples and gets 12 more. How many apples does Ana have now?' with operands in
-  [1, max_operand] (a subtraction's result ≥ 0; × uses operands up to 10)."""
+  """Style "word": 'Ana has 7 apples and gets 12 more. How many apples does Ana have now?';
+  style "direct": 'What is 7 + 12?'. Operands in [1, max_operand] (a subtraction's result ≥ 0;
+  × uses operands from 2 up to 10)."""
+  if style not in ("word", "direct"):
+    raise ValueError(f"config.task.options.style must be 'word' or 'direct', got {style!r}.")
   op = str(operations)[int(rng.integers(len(operations)))]
   name = NAMES[int(rng.integers(len(NAMES)))]
   item = ITEMS[int(rng.integers(len(ITEMS)))]
   a, b = (int(x) for x in rng.integers(1, max_operand + 1, size=2))
+  if op == "-":
+    a, b = max(a, b), min(a, b)
+  elif op == "*":
+    a, b = (int(x) for x in rng.integers(2, min(max_operand, 10) + 1, size=2))
+  if style == "direct" and op in "+-*":
+    answer = {"+": a + b, "-": a - b, "*": a * b}[op]
+    return Example(f"What is {a} {op} {b}? {instruction}".strip(), str(answer),
+                   {"a": a, "b": b, "op": op})
   if op == "+":
     text, answer = (f"{name} has {a} {item}s and gets {b} more. How many {item}s does {name} "
                     f"have now?"), a + b
   elif op == "-":
-    a, b = max(a, b), min(a, b)
     text, answer = (f"{name} has {a} {item}s and gives {b} away. How many {item}s does {name} "
                     f"have left?"), a - b
   elif op == "*":
-    a, b = (int(x) for x in rng.integers(2, min(max_operand, 10) + 1, size=2))
     text, answer = (f"{name} buys {a} bags with {b} {item}s in each bag. How many {item}s does "
                     f"{name} buy?"), a * b
   else:

@@ -99,3 +99,19 @@ def test_evaluation_needs_a_held_out_set(tmp_path):
   c = tiny(eval_every=5)
   with pytest.raises(ValueError, match=r"task 'needle' has no held-out set"):
     experiment.run(c, str(tmp_path), verbose=False)
+
+
+def test_runs_with_identical_params_are_generated_once(monkeypatch):
+  """Every seed of a pretrained start holds the same params: one generation, copied, gives
+  exactly what generating for each run would."""
+  c = text_config()
+  task, policy = train.build(c)
+  init, _ = train.make_programs(c, task, policy)
+  params = init(train.seed_keys(c), train.hparams_from_config(c)).params
+  same = jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), params)
+  ev = evaluation.Evaluator(c, task, policy, verbose=False)
+  assert evaluation.identical_runs(same) and not evaluation.identical_runs(params)
+  copied = ev.responses(same)
+  monkeypatch.setattr(evaluation, "identical_runs", lambda p: False)
+  each = ev.responses(same)
+  assert copied[0] == each[0] and copied[1] == each[1] and np.array_equal(copied[2], each[2])

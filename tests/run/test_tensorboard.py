@@ -114,3 +114,20 @@ def test_tensorboard_reads_runs_means_and_purges_on_resume(tmp_path):
     events = acc.Scalars("loss")
     assert [e.step for e in events] == [0, 1, 2, 3]
     assert [e.value for e in events] == expected
+
+
+def test_held_out_scores_are_points_at_their_update(tmp_path):
+  """An evaluation's rows become `heldout/<name>` scalars at its update, per run and per
+  setting's mean; interval half-widths and missing values are left out."""
+  labels = [{"seed": 0}, {"seed": 1}]
+  writer = tensorboard.open_writer(str(tmp_path), labels)
+  rows = [{"run": 0, "seed": 0, "update": 20, "heldout_greedy": 0.25,
+           "heldout_greedy_ci95": 0.1, "heldout_pass@4": None},
+          {"run": 1, "seed": 1, "update": 20, "heldout_greedy": 0.75,
+           "heldout_greedy_ci95": 0.1, "heldout_pass@4": 0.5}]
+  tensorboard.write_points(writer, rows, 20)
+  tensorboard.close(writer)
+  got = read_scalars(str(tmp_path))
+  assert got["seed_0"] == {"heldout/greedy": {20: 0.25}}
+  assert got["seed_1"] == {"heldout/greedy": {20: 0.75}, "heldout/pass_at_4": {20: 0.5}}
+  assert got["mean"] == {"heldout/greedy": {20: 0.5}, "heldout/pass_at_4": {20: 0.5}}
