@@ -20,15 +20,19 @@ from pg.run.configs import base_config
 
 def get_config():
   c = base_config()
-  c.model.update(num_layers=2, d_model=128, num_heads=4)
+  c.model = ml_collections.ConfigDict({"name": "llama", "num_layers": 2, "d_model": 128,
+                                       "num_heads": 4, "num_kv_heads": 2, "mlp_dim": 344,
+                                       "value_head": "none", "dtype": "float32"})
   c.rlhf = ml_collections.ConfigDict({
+      "pi_ref": "",           # "" = pretrain π_ref here; else a checkpoint (dir or .gguf)
+      "prompts": "corpus",    # "corpus" windows, or "chat" prompts through the chat template
       "vocab_size": 1024, "prompt_len": 8, "response_len": 16,
       "pretrain_steps": 800, "pretrain_batch": 64, "pretrain_lr": 3e-3,
       "num_pairs": 2048, "bt_temperature": 0.1, "heldout_fraction": 0.2,
       "reward_steps": 400, "reward_batch": 64, "reward_lr": 1e-3,
   })
   # RL: every field of the base config, task and init_from set by the pipeline.
-  c.num_seeds = 2
+  c.num_seeds = 4
   c.num_prompts = 16
   c.group_size = 4
   c.advantage = "rloo"

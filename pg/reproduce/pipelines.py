@@ -24,7 +24,7 @@ from pg.reproduce import stats
 from pg.reproduce.groups import command, config_of
 
 RLHF_METRICS = ("gold_score", "mean_score", "kl_to_ref")
-SMOKE_RLHF = {"vocab_size": 256, "prompt_len": 4, "response_len": 6, "pretrain_steps": 10,
+SMOKE_RLHF = {"vocab_size": 300, "prompt_len": 4, "response_len": 6, "pretrain_steps": 10,
               "pretrain_batch": 16, "num_pairs": 64, "reward_steps": 10, "reward_batch": 16}
 SMOKE_LAB_SIZES = (40, 160)  # the smallest N: 20 batches of 2; N / 4 = 40 for claims 3 and 4
 
@@ -36,7 +36,7 @@ def run_rlhf(group, workdir, smoke):
   if smoke:
     with config.unlocked():
       config.rlhf.update(SMOKE_RLHF)
-      config.model.update(num_layers=1, d_model=32, num_heads=2)
+      config.model.update(num_layers=1, d_model=32, num_heads=2, num_kv_heads=1, mlp_dim=64)
   summary = rlhf.run(config, workdir, verbose=True)
   rows = [json.loads(line) for line in open(os.path.join(workdir, "rl", "results.jsonl"))]
   betas = []

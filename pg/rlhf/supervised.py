@@ -37,9 +37,13 @@ def bradley_terry_labels(gold_Nx2, temperature: float, rng: np.random.Generator)
   return rng.random(len(p_N)) < p_N, p_N
 
 
-def sequence_reward(params, policy, tokens_BxL, last_B):
-  """The value head's output at each row's last token (index `last_B`): a scalar per sequence."""
-  _, values_BxL = policy.sequence_outputs(params, tokens_BxL)
+def sequence_reward(params, policy, tokens_BxL, last_B, mask_BxL=None):
+  """The value head's output at each row's last token (index `last_B`): a scalar per sequence.
+  `mask_BxL`: 1 on real tokens of left-padded rows (None: all real)."""
+  if mask_BxL is None:
+    _, values_BxL = policy.sequence_outputs(params, tokens_BxL)
+  else:
+    _, values_BxL = policy.sequence_outputs(params, tokens_BxL, mask_BxL)
   return jnp.take_along_axis(values_BxL, last_B[:, None], axis=1)[:, 0]
 
 
@@ -90,10 +94,14 @@ def pretrain(policy, windows_NxL, *, steps, batch_size, learning_rate, key, verb
 
 def train_reward_model(policy, chosen_NxL, rejected_NxL, chosen_last_N,
                        rejected_last_N, *, steps, batch_size, learning_rate, key, init=None,
-                       verbose=True):
-  """Bradley–Terry on preference pairs; `init` (e.g. π_ref's params) warm-starts the trunk."""
+                       verbose=True, chosen_mask_NxL=None, rejected_mask_NxL=None):
+  """Bradley–Terry on preference pairs; `init` (e.g. π_ref's params) warm-starts the trunk.
+  The masks (1 on real tokens) are for left-padded prompts; None: every token real."""
+  masks = (chosen_mask_NxL, rejected_mask_NxL)
+  if masks[0] is None:
+    masks = tuple(np.ones(np.shape(x), np.float32) for x in (chosen_NxL, rejected_NxL))
   data = tuple(jnp.asarray(x) for x in (chosen_NxL, rejected_NxL, chosen_last_N,
-                                         rejected_last_N))
+                                         rejected_last_N, *masks))
   init_key, key = jax.random.split(key)
   params = policy.init(init_key)
   if init is not None:  # the trunk from `init`; the value head stays fresh
@@ -103,9 +111,11 @@ def train_reward_model(policy, chosen_NxL, rejected_NxL, chosen_last_N,
     i = jax.random.randint(k, (batch_size,), 0, data[0].shape[0])
     return tuple(x[i] for x in data)
 
+  masked = chosen_mask_NxL is not None
+
   def loss_fn(p, batch):
-    ch, rj, ch_last, rj_last = batch
-    return bradley_terry_loss(sequence_reward(p, policy, ch, ch_last),
-                              sequence_reward(p, policy, rj, rj_last))
+    ch, rj, ch_last, rj_last, ch_mask, rj_mask = batch
+    return bradley_terry_loss(sequence_reward(p, policy, ch, ch_last, ch_mask if masked else None),
+                              sequence_reward(p, policy, rj, rj_last, rj_mask if masked else None))
   return fit(loss_fn, params, batches, learning_rate=learning_rate, steps=steps, key=key,
              desc="reward model", verbose=verbose)

@@ -12,8 +12,9 @@ compiled batches of `config.eval_batch` problems, vmapped over runs.
 
 Each score is the mean over problems with the half-width of its 95% t-interval over problems
 (`pg.core.evaluation`); the scores go to `eval.jsonl` (one row per run and evaluation, the
-half-widths as `<name>_ci95`), TensorBoard (tags `heldout/<name>`, "@" as "_at_"), the curves figure and the
-final table; each evaluation's per-problem results and responses to `eval/update_<u>.json`.
+half-widths as `<name>_ci95`), TensorBoard (tags `heldout/<name>`, "@" as "_at_"), the curves
+figure and the final table; each evaluation's per-problem results and responses to
+`eval/update_<u>.json`.
 """
 
 from __future__ import annotations

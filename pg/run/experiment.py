@@ -144,7 +144,7 @@ def run(config, workdir: str, *, task=None, policy=None, runs: train.Runs | None
 
   def warn_truncation(shares, update):
     for where, share in shares.items():
-      if share > 0.5 and where not in warned:
+      if verbose and share > 0.5 and where not in warned:
         warned.add(where)
         bar.write(f"warning: {share:.0%} of the {where} responses at update {update} hit "
                   f"max_new_tokens = {task.max_new_tokens} without an end token; they are "

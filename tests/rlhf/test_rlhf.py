@@ -16,7 +16,8 @@ import pytest
 from pg.run import configs
 from pg.rlhf import supervised as lm
 from pg import rlhf
-from pg.rlhf import text
+from pg.rlhf import parts, text
+from pg.text import load_tokenizer
 from pg import train
 from pg.policy.gpt import GPTPolicy, ModelConfig, init_params
 
@@ -61,9 +62,11 @@ def test_reward_model_beats_chance_on_held_out_pairs():
 
 def tiny_rlhf():
   c = configs.base_config()
-  c.model.update(num_layers=1, d_model=32, num_heads=2)
+  c.model = ml_collections.ConfigDict({"name": "llama", "num_layers": 1, "d_model": 32,
+                                       "num_heads": 2, "num_kv_heads": 1, "mlp_dim": 64,
+                                       "value_head": "none", "dtype": "float32"})
   c.rlhf = ml_collections.ConfigDict({
-      "vocab_size": 256, "prompt_len": 4, "response_len": 6,
+      "vocab_size": 300, "prompt_len": 4, "response_len": 6, "pi_ref": "", "prompts": "corpus",
       "pretrain_steps": 30, "pretrain_batch": 16, "pretrain_lr": 3e-3,
       "num_pairs": 64, "bt_temperature": 0.1, "heldout_fraction": 0.25,
       "reward_steps": 20, "reward_batch": 16, "reward_lr": 1e-3})
@@ -123,7 +126,7 @@ def assert_frozen(config, workdir):
   """π_ref is bit-identical after RL while the policy moved; the optimizer tracks the policy's
   parameters only (π_ref is not in what it updates), and the reward model is not in the train
   state at all (its parameters are constants of the compiled step)."""
-  pi_ref = train.load_params(os.path.join(workdir, "pi_ref.msgpack"), rlhf.make_policy(config))
+  pi_ref = parts.pretrained(parts.make_policy(config, workdir))
   state = restore_rl_state(workdir)
   moved = jax.tree_util.tree_map(lambda p, r: float(jnp.max(jnp.abs(p[0] - r))),
                                  state["params"], pi_ref)
@@ -156,7 +159,8 @@ def kl_in_loss(pipeline, tmp_path_factory):
   and a single β (not swept)."""
   config, source, _ = pipeline
   workdir = str(tmp_path_factory.mktemp("rlhf_kl_loss"))
-  for name in ("pi_ref.msgpack", "reward_model.msgpack", "preferences.npz", "summary.json"):
+  shutil.copytree(os.path.join(source, "pi_ref"), os.path.join(workdir, "pi_ref"))
+  for name in ("reward_model.msgpack", "preferences.npz", "summary.json"):
     if os.path.exists(os.path.join(source, name)):
       shutil.copy(os.path.join(source, name), workdir)
   config = tiny_rlhf()
@@ -195,7 +199,7 @@ def test_bradley_terry_labels_follow_the_sigmoid():
 
 
 def test_gold_scorer_is_vader_sentiment():
-  gold = rlhf.gold_scorer()
+  gold = parts.gold_scorer()
   assert gold("this is a wonderful, great and happy result") > 0.5
   assert gold("this is a terrible, awful and sad failure") < -0.5
   assert gold("the file is in the directory") == 0.0  # ("value" alone scores 0.34)
@@ -214,14 +218,85 @@ def test_init_from_errors_name_the_field(tmp_path):
     train.load_params(path, GPTPolicy(other))
 
 
-def test_vocabulary_round_trip_and_empty_corpus():
-  raw = text.corpus_text()
-  assert len(text.words(raw)) > 30_000  # the documentation that ships with CPython
-  vocab = text.build_vocab(raw, 512)
-  assert vocab.size == 512 and vocab.forms[:3] == text.SPECIALS
-  sentence = "the value is used, and the object is returned."
-  assert vocab.decode(vocab.encode(sentence)) == sentence
-  with pytest.raises(ValueError, match="corpus is empty"):
-    text.build_vocab("", 64)
+def test_the_bpe_round_trips_text_and_ends_documents(tmp_path):
+  """The byte-level BPE trained on the corpus encodes any text and decodes it back; the
+  corpus stream ends each document with END; too small a vocabulary is refused."""
+  docs = text.documents()
+  assert sum(len(d.split()) for d in docs) > 30_000  # the documentation that ships with CPython
+  text.train_tokenizer(docs[:10], 400, str(tmp_path / "tok"))
+  tok = load_tokenizer(str(tmp_path / "tok"))
+  assert tok.vocab_size == 400 and tok.eos_ids == (0,) and tok.pad_id == 1
+  sentence = "The value is used, and the object is returned. Ünïcödé ✓ 42!"
+  assert tok.decode(tok.encode(sentence)) == sentence
+  ids = text.encode_corpus(tok, ["a b", "c"])
+  assert list(ids).count(0) == 2 and ids[-1] == 0
+  with pytest.raises(ValueError, match=r"config.rlhf.vocab_size must exceed 258"):
+    text.train_tokenizer(docs[:2], 200, str(tmp_path / "small"))
   with pytest.raises(ValueError, match="unknown stage"):
     rlhf.run(tiny_rlhf(), "/tmp/unused", stages=("train",))
+
+
+@pytest.mark.slow
+def test_pi_ref_is_a_hugging_face_checkpoint_the_rl_stage_loads(pipeline):
+  """π_ref is written as config.json + model.safetensors + the BPE's tokenizer files, and the
+  RL stage's policy and reference come from it through config.model.init_from."""
+  config, workdir, _ = pipeline
+  pi_ref = os.path.join(workdir, "pi_ref")
+  for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+    assert os.path.exists(os.path.join(pi_ref, name)), name
+  c = rlhf.rl_config(config, workdir)
+  assert c.model.init_from == pi_ref and not c.init_from
+  assert_frozen(config, workdir)
+
+
+def test_the_welch_test_and_the_tests_table():
+  """welch() against scipy's Welch t-test and the Welch–Satterthwaite interval by hand; the
+  table names each β against the smallest."""
+  from scipy import stats
+  from pg.rlhf import report
+  a, b = np.array([0.1, 0.2, 0.15, 0.12]), np.array([0.3, 0.35, 0.5])
+  d, half, p = report.welch(a, b)
+  assert d == pytest.approx(b.mean() - a.mean())
+  assert p == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
+  va, vb = a.var(ddof=1) / 4, b.var(ddof=1) / 3
+  df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2)
+  assert half == pytest.approx(stats.t.ppf(0.975, df) * np.sqrt(va + vb))
+  rows = [{"kl_coef": beta, "seed": s, "update": u, "gold_score": beta + 0.01 * s,
+           "mean_score": 1.0 - beta, "kl_to_ref": 1.0} for beta in (0.0, 0.1) for s in range(3)
+          for u in range(10)]
+  table, numbers = report.tests_table(report.curves(rows, 0.0))
+  assert "| 0.1 − 0 |" in table and numbers["β = 0.1 − 0: gold_score difference"] == pytest.approx(0.1)
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_your_own_with_chat_prompts(pipeline, tmp_path):
+  """config.rlhf.pi_ref names a checkpoint (here the pipeline's π_ref with a chat template and
+  a longer context, standing in for SmolLM2): no pretraining, chat prompts left-padded with a
+  mask through preferences, the reward model and RL, where π = π_ref at step 0 (KL 0: the
+  sampler and the trainer read the padded prompts alike)."""
+  _, source, _ = pipeline
+  mine = str(tmp_path / "my_model")
+  shutil.copytree(os.path.join(source, "pi_ref"), mine)
+  with open(os.path.join(mine, "chat_template.jinja"), "w") as f:
+    f.write(CHATML)
+  with open(os.path.join(mine, "config.json")) as f:
+    cfg = json.load(f)
+  cfg["max_position_embeddings"] = 128
+  with open(os.path.join(mine, "config.json"), "w") as f:
+    json.dump(cfg, f)
+  config = tiny_rlhf()
+  config.rlhf.update(pi_ref=mine, prompts="chat", prompt_len=88)
+  workdir = str(tmp_path / "run")
+  summary = rlhf.run(config, workdir, verbose=False)
+  assert "not pretrained here" in summary["pretrain"]["π_ref"]
+  assert not os.path.exists(os.path.join(workdir, "pi_ref"))
+  data = np.load(os.path.join(workdir, "preferences.npz"))
+  assert 0 < data["prompt_mask"].mean() < 1  # left-padded rows of different lengths
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "rl", "results.jsonl"))]
+  first = [r for r in rows if r["update"] == 0]
+  assert first and all(abs(r["kl_to_ref"]) < 1e-4 for r in first), first
+  assert "Write one sentence about" in open(os.path.join(workdir, "summary.md")).read()

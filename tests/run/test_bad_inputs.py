@@ -433,8 +433,11 @@ SWEEPS = [
 
 def rlhf_config(**rlhf_fields):
   c = small()
+  c.model = ml_collections.ConfigDict({"name": "llama", "num_layers": 1, "d_model": 16,
+                                       "num_heads": 2, "num_kv_heads": 1, "mlp_dim": 32,
+                                       "value_head": "none", "dtype": "float32"})
   c.rlhf = ml_collections.ConfigDict({
-      "vocab_size": 64, "prompt_len": 4, "response_len": 6,
+      "vocab_size": 300, "prompt_len": 4, "response_len": 6,
       "pretrain_steps": 2, "pretrain_batch": 4, "pretrain_lr": 3e-3,
       "num_pairs": 8, "bt_temperature": 0.1, "heldout_fraction": 0.25,
       "reward_steps": 2, "reward_batch": 4, "reward_lr": 1e-3, **rlhf_fields})
@@ -449,7 +452,7 @@ def pipeline(stages, config=None, files=(), corpus=None):
       os.makedirs(os.path.dirname(str(tmp / name)), exist_ok=True)
       open(tmp / name, "w").close()
     if corpus is not None:
-      monkeypatch.setattr(text, "corpus_text", lambda: corpus)
+      monkeypatch.setattr(text, "documents", lambda: [corpus] if corpus else [])
     c = rlhf_config() if config is None else config
     return lambda: rlhf.run(c, str(tmp), stages=stages, verbose=False)
   return make
@@ -469,33 +472,34 @@ RLHF = [
     Case("rlhf.unknown_stage", pipeline(("train",)), ValueError,
          r"unknown stage\(s\) \['train'\]; stages: pretrain, preferences, reward, rl, report"),
     Case("rlhf.rl_alone_without_pi_ref", pipeline(("rl",)), FileNotFoundError,
-         r"stage 'rl' reads pi_ref.msgpack, written by stage 'pretrain', and it is not in the "
+         r"stage 'rl' reads pi_ref, written by stage 'pretrain', and it is not in the "
          r"workdir"),
-    Case("rlhf.rl_alone_without_reward_model", pipeline("rl", files=("pi_ref.msgpack",)),
+    Case("rlhf.rl_alone_without_reward_model", pipeline("rl", files=("pi_ref",)),
          FileNotFoundError, r"stage 'rl' reads reward_model.msgpack, written by stage 'reward'"),
     Case("rlhf.reward_alone_without_preferences",
-         pipeline(("reward",), files=("pi_ref.msgpack",)), FileNotFoundError,
+         pipeline(("reward",), files=("pi_ref",)), FileNotFoundError,
          r"stage 'reward' reads preferences.npz, written by stage 'preferences'"),
     Case("rlhf.report_alone_without_rl",
-         pipeline(("report",), files=("pi_ref.msgpack", "reward_model.msgpack")),
+         pipeline(("report",), files=("pi_ref", "reward_model.msgpack")),
          FileNotFoundError, r"stage 'report' reads rl/results.jsonl, written by stage 'rl'"),
     Case("rlhf.empty_corpus", pipeline(("pretrain",), corpus=""), ValueError,
          r"the corpus is empty"),
     Case("rlhf.corpus_smaller_than_the_vocabulary",
          pipeline(("pretrain",), corpus="the cat sat on the mat. " * 20), ValueError,
-         r"vocab_size must be at most 9 for this corpus \(6 distinct words \+ 3 special "
-         r"tokens\), got 64"),
+         r"config.rlhf.vocab_size must be at most \d+ for this corpus \(256 bytes, 2 special "
+         r"tokens and \d+ merges\), got 300"),
     Case("rlhf.corpus_shorter_than_one_window",
-         pipeline(("pretrain",), config=rlhf_config(vocab_size=8), corpus="a b c d e"),
-         ValueError, r"the corpus has 5 tokens, fewer than one window of 10"),
+         pipeline(("pretrain",), config=rlhf_config(vocab_size=259), corpus="abc"),
+         ValueError, r"the corpus has \d+ tokens, fewer than one window of 10"),
     Case("rlhf.vocab_size=3", pipeline(("pretrain",), config=rlhf_config(vocab_size=3)),
-         ValueError, r"config.rlhf.vocab_size must exceed 3 \(the special tokens"),
+         ValueError, r"config.rlhf.vocab_size must exceed 258 \(256 bytes and the special "
+                     r"tokens"),
     Case("rlhf.bt_temperature=0", pipeline(("preferences",),
                                            config=rlhf_config(bt_temperature=0.0),
-                                           files=("pi_ref.msgpack",)),
+                                           files=("pi_ref",)),
          ValueError, r"config.rlhf.bt_temperature must be > 0, got 0.0"),
     Case("rlhf.heldout_fraction=1", pipeline(("reward",), config=rlhf_config(heldout_fraction=1.0),
-                                             files=("pi_ref.msgpack", "preferences.npz")),
+                                             files=("pi_ref", "preferences.npz")),
          ValueError, r"config.rlhf.heldout_fraction must lie in \[0, 1\) and leave at least one "
                      r"of the config.rlhf.num_pairs = 8 pairs"),
     Case("rlhf.pretrain_steps=0", pipeline(("pretrain",), config=rlhf_config(pretrain_steps=0)),

@@ -250,7 +250,8 @@ def save_pretrained(params, policy, out_dir: str, *, architecture: str | None = 
                     overwrite: bool = False) -> str:
   """Writes `params` (one run's: no seed axis) as a Hugging Face model directory: config.json
   and model.safetensors (`dtype` float32 or bfloat16), plus the tokenizer files of the
-  directory `tokenizer_from` (default: the policy's own checkpoint directory). The value head
+  directory `tokenizer_from` (a model directory, whose special token ids are kept, or a
+  tokenizer's alone; default: the policy's own checkpoint directory). The value head
   is not part of the format and is left out; the checkpoint's context length (and sliding
   window, for its own architecture) is kept. Written to a temporary directory and renamed, so
   an interrupted save leaves nothing half-written; an existing non-empty `out_dir` is refused
@@ -294,7 +295,8 @@ def save_pretrained(params, policy, out_dir: str, *, architecture: str | None = 
   try:
     save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     if source:
-      source_config = read_hf_config(source) if os.path.isdir(source) else {}
+      model_dir = os.path.isfile(os.path.join(source, "config.json"))
+      source_config = read_hf_config(source) if model_dir else {}  # or a tokenizer alone
       for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if k in source_config:
           config[k] = source_config[k]
