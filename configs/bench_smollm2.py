@@ -20,20 +20,11 @@ from pg.policy.hf import smollm2
 from pg.run.configs import base_config
 
 
-def smollm2_file() -> str:
-  """The installed GGUF file; without the package, a path that names the install command (the
-  config still loads; building the model then refuses it with that name)."""
-  try:
-    return smollm2.gguf_path()
-  except FileNotFoundError:
-    return f"<{smollm2.FILENAME} is not installed: {smollm2.INSTALL}>"
-
-
 def get_config():
   c = base_config()
   c.task.name = "target_token"
   c.task.options = {"vocab_size": 49152, "prompt_len": 64, "length": 64, "target": 7}
-  c.model = ml_collections.ConfigDict({"name": "llama", "init_from": smollm2_file(),
+  c.model = ml_collections.ConfigDict({"name": "llama", "init_from": smollm2.config_path(),
                                        "dtype": "float32"})
   c.num_seeds = 1
   c.num_prompts = 4

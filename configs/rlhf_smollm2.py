@@ -17,20 +17,12 @@ from pg.policy.hf import smollm2
 from pg.run.configs import base_config
 
 
-def smollm2_file() -> str:
-  """The installed GGUF file; without the package, a path that names the install command."""
-  try:
-    return smollm2.gguf_path()
-  except FileNotFoundError:
-    return f"<{smollm2.FILENAME} is not installed: {smollm2.INSTALL}>"
-
-
 def get_config():
   c = base_config()
   c.model = ml_collections.ConfigDict({"name": "llama", "dtype": "bfloat16",
                                        "value_head": "none"})
   c.rlhf = ml_collections.ConfigDict({
-      "pi_ref": smollm2_file(), "prompts": "chat",
+      "pi_ref": smollm2.config_path(), "prompts": "chat", "reward_init": "pi_ref",
       "vocab_size": 49152,    # unused with a pi_ref of your own (its tokenizer's)
       "prompt_len": 48, "response_len": 24,
       "pretrain_steps": 1, "pretrain_batch": 1, "pretrain_lr": 1.0,  # no pretraining stage

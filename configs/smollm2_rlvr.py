@@ -24,17 +24,9 @@ from pg.policy.hf import smollm2
 from pg.run.configs import base_config
 
 
-def smollm2_file() -> str:
-  """The installed GGUF file; without the package, a path that names the install command."""
-  try:
-    return smollm2.gguf_path()
-  except FileNotFoundError:
-    return f"<{smollm2.FILENAME} is not installed: {smollm2.INSTALL}>"
-
-
 def get_config():
   c = base_config()
-  c.model = ml_collections.ConfigDict({"name": "llama", "init_from": smollm2_file(),
+  c.model = ml_collections.ConfigDict({"name": "llama", "init_from": smollm2.config_path(),
                                        "dtype": "bfloat16"})
   c.task.name = "arithmetic"
   c.task.options = {"style": "direct", "operations": "+", "max_operand": 20, "num_train": 300,

@@ -3,9 +3,11 @@
     python experiments/rlhf.py                                    # configs/rlhf.py, every stage
     python experiments/rlhf.py --stages=reward,rl,report          # reuse the earlier stages' files
 
-Each stage reads what the earlier ones wrote into the workdir (default runs/rlhf): pi_ref.msgpack,
-preferences.npz, reward_model.msgpack, rl/ (a β sweep). The end: summary.md (stage, metric,
-value; samples before and after RL) and gold_vs_proxy.png. See pg/rlhf.py.
+Each stage reads what the earlier ones wrote into the workdir (default runs/rlhf): pi_ref/ (a
+Hugging Face model directory with its BPE tokenizer; none when config.rlhf.pi_ref names your
+own), preferences.npz, reward_model.msgpack, rl/ (a β sweep). The end: summary.md (stage, metric,
+value; gold and proxy per β with Welch tests; samples before and after RL) and
+gold_vs_proxy.png. See pg/rlhf/. configs/rlhf_smollm2.py runs it on SmolLM2-135M-Instruct.
 """
 
 import _startup  # noqa: F401  (first: Ctrl-C during the imports exits cleanly)

@@ -64,9 +64,13 @@ def make_policy(config, workdir, value_head="none"):
                       masked_ids=masked_ids(tok))
 
 
-def pretrained(policy):
-  """The policy's checkpoint weights in its full parameter tree (a fresh value head)."""
-  fresh = jax.eval_shape(policy.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
+def pretrained(policy, key=None):
+  """The policy's checkpoint weights in its full parameter tree (a value head, if it has one,
+  freshly initialised with `key`)."""
+  if policy.has_values:
+    fresh = policy.init(jax.random.PRNGKey(0) if key is None else key)
+  else:
+    fresh = jax.eval_shape(policy.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
   return jax.tree_util.tree_map(jnp.asarray, policy.warm_start(fresh, policy.pretrained_params()))
 
 

@@ -6,8 +6,9 @@
                     config.rlhf.pi_ref names a checkpoint of your own (SmolLM2, say)
     2. preferences  pairs of π_ref samples per prompt, labelled by a Bradley–Terry draw on a gold
                     scorer, VADER sentiment: P(a ≻ b) = σ((g(a) − g(b)) / temperature)
-    3. reward       π_ref with a scalar head, Bradley–Terry loss, warm-started from π_ref;
-                    held-out accuracy against the gold labels and the gold scores
+    3. reward       π_ref's architecture with a scalar head, Bradley–Terry loss, its trunk
+                    warm-started from π_ref (config.rlhf.reward_init = "pi_ref") or fresh
+                    ("scratch"); held-out accuracy against the gold labels and the gold scores
     4. rl           the pg train step against the frozen reward model, KL to π_ref (placement and
                     estimator by config), a sweep over β in one compile; the policy and π_ref are
                     loaded from π_ref's directory as any user's checkpoint is
@@ -50,7 +51,10 @@ POSITIVE_INTS = ("vocab_size", "prompt_len", "response_len", "pretrain_steps", "
                  "num_pairs", "reward_steps", "reward_batch")
 POSITIVE_FLOATS = ("pretrain_lr", "reward_lr", "bt_temperature")
 # The config's `rlhf` block: every field the pipeline reads (`pg.run.schema` refuses others).
-BLOCK_FIELDS = POSITIVE_INTS + POSITIVE_FLOATS + ("heldout_fraction", "pi_ref", "prompts")
+BLOCK_FIELDS = POSITIVE_INTS + POSITIVE_FLOATS + ("heldout_fraction", "pi_ref", "prompts",
+                                                  "reward_init")
+# The reward model's trunk: π_ref's weights, or a fresh one of the same architecture.
+REWARD_INITS = ("pi_ref", "scratch")
 
 
 _path = parts.path
@@ -134,11 +138,12 @@ def stage_reward(config, workdir, verbose=True):
   held = max(1, int(n * r.heldout_fraction))
   train_idx, test_idx = np.arange(held, n), np.arange(held)
   rm_policy = parts.make_policy(config, workdir, value_head="shared")
+  warm = rm_policy.pretrained_params() if r.get("reward_init", "pi_ref") == "pi_ref" else None
   ch, rj, ch_last, rj_last, ch_mask, rj_mask = _pair_arrays(data, r.prompt_len, train_idx)
   params, losses = lm.train_reward_model(
       rm_policy, ch, rj, ch_last, rj_last, steps=r.reward_steps, batch_size=r.reward_batch,
       learning_rate=r.reward_lr, key=jax.random.PRNGKey(config.seed + 2),
-      init=rm_policy.pretrained_params(), verbose=verbose, chosen_mask_NxL=ch_mask,
+      init=warm, verbose=verbose, chosen_mask_NxL=ch_mask,
       rejected_mask_NxL=rj_mask)
   train.save_params(_path(workdir, "reward_model.msgpack"), params)
   ch, rj, ch_last, rj_last, ch_mask, rj_mask = _pair_arrays(data, r.prompt_len, test_idx)
@@ -274,6 +279,9 @@ def validate(config):
   if not r.get("pi_ref") and r.vocab_size <= minimum:
     raise ValueError(f"config.rlhf.vocab_size must exceed {minimum} (256 bytes and the special "
                      f"tokens {text.SPECIALS}) for the byte-level BPE, got {r.vocab_size}.")
+  if r.get("reward_init", "pi_ref") not in REWARD_INITS:
+    raise ValueError(f"config.rlhf.reward_init must be one of {REWARD_INITS}, got "
+                     f"{r.reward_init!r}.")
   if r.get("prompts", "corpus") not in parts.PROMPT_SOURCES:
     raise ValueError(f"config.rlhf.prompts must be one of {parts.PROMPT_SOURCES}, got "
                      f"{r.prompts!r}.")

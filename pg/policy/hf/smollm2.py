@@ -33,3 +33,12 @@ def gguf_path() -> str:
     if os.path.isfile(path):
       return path
   raise FileNotFoundError(f"{FILENAME} is not installed; run: {INSTALL}")
+
+
+def config_path() -> str:
+  """For a config file: the installed GGUF file, else a path that names the install command
+  (the config still loads; building the model then refuses that path, naming the command)."""
+  try:
+    return gguf_path()
+  except FileNotFoundError:
+    return f"<{FILENAME} is not installed: {INSTALL}>"
