@@ -186,7 +186,7 @@ def make_task(config, workdir) -> tasks.Task:
   return tasks.Task(TASK_NAME, tok.vocab_size, P, r.response_len, eos[0], pad, prompts.sample,
                     score, extra_metrics=lambda p, y, m: {"gold_score": gold_task.score(p, y, m)},
                     eos_ids=eos[1:], prompt_pad_id=prompts.pad_id,
-                    detokenize=lambda ids: parts.response_text(tok, ids))
+                    detokenize=tok.decode)  # special tokens (a chat's end of turn) skipped
 
 
 def rl_config(config, workdir):

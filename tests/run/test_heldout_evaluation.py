@@ -30,6 +30,7 @@ def text_config(**overrides):
   return c
 
 
+@pytest.mark.slow  # whole runs with evaluations; CI runs it
 def test_evaluations_at_the_start_every_n_updates_and_the_end(tmp_path, capsys):
   c = text_config(num_chunks=3, eval_every=4)
   experiment.run(c, str(tmp_path))
@@ -72,6 +73,7 @@ def test_the_scores_do_not_depend_on_the_batching_and_match_the_sampler(tmp_path
   assert a[0][1][3] == task.decode(ids)
 
 
+@pytest.mark.slow  # whole runs with evaluations; CI runs it
 def test_a_resumed_run_evaluates_each_point_once(tmp_path):
   c = text_config(num_chunks=1)
   experiment.run(c, str(tmp_path), verbose=False)
