@@ -41,10 +41,17 @@ def load_pretrained(path: str, *, max_len: int, dtype: str = "float32",
   if tokenizer.vocab_size > policy.vocab_size:
     raise ValueError(f"the tokenizer of {tokenizer_path or path!r} ({tokenizer.vocab_size} ids) "
                      f"does not fit the checkpoint's embeddings ({policy.vocab_size} rows).")
-  fresh = jax.eval_shape(policy.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
-  params = jax.tree_util.tree_map(jnp.asarray,
-                                  policy.warm_start(fresh, policy.pretrained_params()))
-  return Pretrained(policy, params, tokenizer)
+  return Pretrained(policy, pretrained_tree(policy), tokenizer)
+
+
+def pretrained_tree(policy, key=None):
+  """The policy's checkpoint weights in its full parameter tree, on the default device; a value
+  head, if it has one, freshly initialised with `key` (default PRNGKey(0))."""
+  if policy.has_values:
+    fresh = policy.init(jax.random.PRNGKey(0) if key is None else key)
+  else:  # nothing fresh: the shapes alone
+    fresh = jax.eval_shape(policy.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
+  return jax.tree_util.tree_map(jnp.asarray, policy.warm_start(fresh, policy.pretrained_params()))
 
 
 def encode(model: Pretrained, prompts) -> tuple[jax.Array, jax.Array]:

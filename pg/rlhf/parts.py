@@ -55,23 +55,13 @@ def masked_ids(tok) -> tuple:
 def make_policy(config, workdir, value_head="none"):
   """π_ref's architecture (from its checkpoint, config.model's other fields) at the pipeline's
   context: π_ref (no value head) or the reward model (`value_head="shared"`: a scalar head on
-  π_ref's trunk). `pretrained(policy)` gives π_ref's weights in its parameter tree."""
+  π_ref's trunk). `pg.policy.generate.pretrained_tree(policy)` gives its weights."""
   tok = tokenizer(config, workdir)
   model = {**config.model.to_dict(), "value_head": value_head,
            "init_from": pi_ref_path(config, workdir)}
   return build_policy(model, vocab_size=tok.vocab_size,
                       max_len=config.rlhf.prompt_len + config.rlhf.response_len,
                       masked_ids=masked_ids(tok))
-
-
-def pretrained(policy, key=None):
-  """The policy's checkpoint weights in its full parameter tree (a value head, if it has one,
-  freshly initialised with `key`)."""
-  if policy.has_values:
-    fresh = policy.init(jax.random.PRNGKey(0) if key is None else key)
-  else:
-    fresh = jax.eval_shape(policy.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
-  return jax.tree_util.tree_map(jnp.asarray, policy.warm_start(fresh, policy.pretrained_params()))
 
 
 def corpus_windows(tok, length: int) -> np.ndarray:
@@ -103,8 +93,7 @@ class Prompts:
     """float32 mask of left-padded prompts (1 from the first non-pad token on), or None."""
     if self.pad_id is None:
       return None
-    return (jnp.cumsum((prompts_NxP != self.pad_id).astype(jnp.int32), axis=-1) > 0).astype(
-        jnp.float32)
+    return text_lib.left_pad_mask(prompts_NxP, self.pad_id)
 
   def sample(self, key, n):
     table = jnp.asarray(self.ids_NxP)
@@ -113,13 +102,9 @@ class Prompts:
 
 def response_text(tok, tokens_T, mask_T=None) -> str:
   """A response decoded up to (not including) its end token."""
-  eos, _ = ids(tok)
-  out = []
-  for i, t in enumerate(np.asarray(tokens_T).tolist()):
-    if (mask_T is not None and np.asarray(mask_T)[i] <= 0) or t in eos:
-      break
-    out.append(t)
-  return tok.decode(out)
+  tokens_T = np.asarray(tokens_T)
+  mask_T = np.ones(tokens_T.shape) if mask_T is None else np.asarray(mask_T)
+  return tok.decode(text_lib.response_ids(tokens_T, mask_T, ids(tok)[0])[0])
 
 
 def gold_scorer():

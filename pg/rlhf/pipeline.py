@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from pg import tasks, train
 from pg.policy import build_policy, sampler
+from pg.policy.generate import pretrained_tree
 from pg.rlhf import parts, report
 from pg.rlhf import supervised as lm
 from pg.rlhf import text
@@ -91,7 +92,7 @@ def stage_preferences(config, workdir, verbose=True):
   tok = parts.tokenizer(config, workdir)
   prompts = parts.Prompts(config, tok)
   policy = parts.make_policy(config, workdir)
-  params = parts.pretrained(policy)
+  params = pretrained_tree(policy)
   eos, pad = parts.ids(tok)
   key = jax.random.PRNGKey(config.seed + 1)
   prompts_NxP = prompts.sample(jax.random.fold_in(key, 0), r.num_pairs)
@@ -247,7 +248,7 @@ def samples_before_after(config, workdir, betas, n=4):
   eos, pad = parts.ids(tok)
   batch = prompts.sample(jax.random.PRNGKey(12345), n)
   gold = parts.gold_scorer()
-  policies = [("π_ref", parts.pretrained(policy))]
+  policies = [("π_ref", pretrained_tree(policy))]
   beta_of = lambda label: label.get("kl_coef", float(config.hparams.kl_coef))
   policies += [(f"after RL, β = {beta_of(label):g}", p) for label, p in
                final_policies(workdir) if label["seed"] == 0 and beta_of(label) in betas]

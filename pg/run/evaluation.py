@@ -30,6 +30,7 @@ from tqdm import tqdm
 from pg.core import evaluation as estimators
 from pg.policy import sampler
 from pg.run.metrics_log import atomic_write
+from pg.text.batch import response_ids
 
 PREFIX = "heldout_"
 EVAL_KEY = 20251  # the held-out draws' key: fixed, so every evaluation sees the same draws
@@ -128,15 +129,7 @@ class Evaluator:
 
   def _decode(self, tokens_T, mask_T):
     """(text up to the end token, truncated: no end token within max_new_tokens)."""
-    stops = set(self.task.stop_ids)
-    ids, ended = [], False
-    for t, m in zip(tokens_T, mask_T):
-      if m <= 0:
-        break
-      if int(t) in stops:
-        ended = True
-        break
-      ids.append(int(t))
+    ids, ended = response_ids(tokens_T, mask_T, set(self.task.stop_ids))
     return self.task.decode(ids), not ended
 
   def __call__(self, params_R, update: int, labels) -> list[dict]:

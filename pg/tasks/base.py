@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pg.core.registry import check_new_name
+from pg.text.batch import left_pad_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +78,7 @@ class Task:
     prompts are not padded (`prompt_pad_id` None)."""
     if self.prompt_pad_id is None:
       return None
-    real_NxP = (prompts_NxP != self.prompt_pad_id).astype(jnp.int32)
-    return (jnp.cumsum(real_NxP, axis=-1) > 0).astype(jnp.float32)
+    return left_pad_mask(prompts_NxP, self.prompt_pad_id)
 
   @property
   def stop_ids(self) -> tuple:

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pg.tasks.base import Task
+from pg.text.batch import left_pad, response_ids
 from pg.tasks.datasets import Example, check_disjoint, check_references
 from pg.tasks.verifiers import Verifier, check_weights
 
@@ -80,10 +81,7 @@ def prompt_table(rows: Sequence[Sequence[int]], examples: Sequence[Example], pad
                        f"limit.")
     if not row:
       raise ValueError(f"{example.source}: the prompt encodes to no tokens.")
-  table = np.full((len(rows), P), pad_id, np.int32)
-  for n, row in enumerate(rows):
-    table[n, P - len(row):] = row
-  return table
+  return left_pad(rows, pad_id, P)[0]
 
 
 def left_pad_id(rows, preferred: int | None, vocab_size: int) -> int:
@@ -151,12 +149,7 @@ def text_task(name: str, train: Sequence[Example], heldout: Sequence[Example], t
   prompt_texts = [_prompt_text(e) for e in examples]
 
   def response_text(tokens_T, mask_T) -> str:
-    ids = []
-    for t, m in zip(tokens_T, mask_T):
-      if m <= 0 or int(t) in stop_ids:
-        break
-      ids.append(int(t))
-    return tokenizer.decode(ids)
+    return tokenizer.decode(response_ids(tokens_T, mask_T, stop_ids)[0])
 
   def host_parts(prompts, tokens, mask):
     lead = tokens.shape[:-1]

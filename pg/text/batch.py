@@ -9,6 +9,7 @@ Row n holds its prompt in the last len(prompt) columns (mask 1.0) and `pad_id` b
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -66,3 +67,23 @@ def encode_prompts(tokenizer, texts_or_chats, length: int | None = None):
   if tokenizer.pad_id is None:
     raise ValueError(f"{tokenizer.path}: no pad id (no pad token and no eos) to batch prompts with")
   return left_pad(rows, tokenizer.pad_id, length)
+
+
+def left_pad_mask(ids_NxP, pad_id: int):
+  """float32 `[N, P]`: 1 from each row's first id that is not `pad_id` on, 0 on the leading run
+  of `pad_id` (a row may hold the id after its first token). Traceable."""
+  real_NxP = (ids_NxP != pad_id).astype(jnp.int32)
+  return (jnp.cumsum(real_NxP, axis=-1) > 0).astype(jnp.float32)
+
+
+def response_ids(tokens_T, mask_T, stop_ids) -> tuple[list, bool]:
+  """(the ids of one sampled response before its end token, whether it ended): reading stops
+  at the first masked slot or the first id in `stop_ids`."""
+  ids = []
+  for t, m in zip(tokens_T, mask_T):
+    if m <= 0:
+      return ids, False
+    if int(t) in stop_ids:
+      return ids, True
+    ids.append(int(t))
+  return ids, False

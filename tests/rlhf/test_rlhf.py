@@ -16,6 +16,7 @@ import pytest
 from pg.run import configs
 from pg.rlhf import supervised as lm
 from pg import rlhf
+from pg.policy.generate import pretrained_tree
 from pg.rlhf import parts, text
 from pg.text import load_tokenizer
 from pg import train
@@ -126,7 +127,7 @@ def assert_frozen(config, workdir):
   """π_ref is bit-identical after RL while the policy moved; the optimizer tracks the policy's
   parameters only (π_ref is not in what it updates), and the reward model is not in the train
   state at all (its parameters are constants of the compiled step)."""
-  pi_ref = parts.pretrained(parts.make_policy(config, workdir))
+  pi_ref = pretrained_tree(parts.make_policy(config, workdir))
   state = restore_rl_state(workdir)
   moved = jax.tree_util.tree_map(lambda p, r: float(jnp.max(jnp.abs(p[0] - r))),
                                  state["params"], pi_ref)
