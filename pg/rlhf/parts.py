@@ -52,11 +52,12 @@ def masked_ids(tok) -> tuple:
   return () if pad in eos else (pad,)
 
 
-def make_policy(config, workdir, value_head="none"):
+def make_policy(config, workdir, value_head="none", tok=None):
   """π_ref's architecture (from its checkpoint, config.model's other fields) at the pipeline's
   context: π_ref (no value head) or the reward model (`value_head="shared"`: a scalar head on
-  π_ref's trunk). `pg.policy.generate.pretrained_tree(policy)` gives its weights."""
-  tok = tokenizer(config, workdir)
+  π_ref's trunk). `pg.policy.generate.pretrained_tree(policy)` gives its weights. `tok`: π_ref's
+  tokenizer, when the caller has loaded it already."""
+  tok = tok if tok is not None else tokenizer(config, workdir)
   model = {**config.model.to_dict(), "value_head": value_head,
            "init_from": pi_ref_path(config, workdir)}
   return build_policy(model, vocab_size=tok.vocab_size,

@@ -91,7 +91,7 @@ def stage_preferences(config, workdir, verbose=True):
   r = config.rlhf
   tok = parts.tokenizer(config, workdir)
   prompts = parts.Prompts(config, tok)
-  policy = parts.make_policy(config, workdir)
+  policy = parts.make_policy(config, workdir, tok=tok)
   params = pretrained_tree(policy)
   eos, pad = parts.ids(tok)
   key = jax.random.PRNGKey(config.seed + 1)
@@ -160,14 +160,14 @@ def stage_reward(config, workdir, verbose=True):
               if differ.any() else np.nan)}
 
 
-def make_task(config, workdir) -> tasks.Task:
+def make_task(config, workdir, tok=None) -> tasks.Task:
   """The pipeline's prompts, the frozen reward model as the score (its params are closed over:
   no gradient can reach them), VADER on the decoded response as a logged gold metric."""
   r = config.rlhf
-  tok = parts.tokenizer(config, workdir)
+  tok = tok if tok is not None else parts.tokenizer(config, workdir)
   prompts = parts.Prompts(config, tok)
   eos, pad = parts.ids(tok)
-  rm_policy = parts.make_policy(config, workdir, value_head="shared")
+  rm_policy = parts.make_policy(config, workdir, value_head="shared", tok=tok)
   rm = train.load_params(_path(workdir, "reward_model.msgpack"), rm_policy)
   gold = parts.gold_scorer()
   P = r.prompt_len
@@ -243,8 +243,8 @@ def samples_before_after(config, workdir, betas, n=4):
   r = config.rlhf
   tok = parts.tokenizer(config, workdir)
   prompts = parts.Prompts(config, tok)
-  policy = parts.make_policy(config, workdir)
-  task = make_task(config, workdir)
+  policy = parts.make_policy(config, workdir, tok=tok)
+  task = make_task(config, workdir, tok)
   eos, pad = parts.ids(tok)
   batch = prompts.sample(jax.random.PRNGKey(12345), n)
   gold = parts.gold_scorer()
