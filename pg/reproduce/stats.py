@@ -7,7 +7,6 @@ per-seed value, the half-width of its 95% Student-t interval and the per-seed va
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from pg.run import plotting
 
@@ -48,7 +47,7 @@ def welch(a: dict, b: dict) -> float:
   x, y = np.asarray(a["per_seed"]), np.asarray(b["per_seed"])
   if len(x) < 2 or len(y) < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
     return 1.0 if np.mean(x) == np.mean(y) or len(x) < 2 or len(y) < 2 else 0.0
-  return float(scipy_stats.ttest_ind(x, y, equal_var=False).pvalue)
+  return plotting.welch(y, x)[2]
 
 
 def compare(a: dict, b: dict) -> tuple[str, float]:

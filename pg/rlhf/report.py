@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from scipy import stats
 
 from pg.run import plotting
 from pg.run.tables import markdown_table
@@ -44,22 +43,6 @@ def final(x_SxU):
   return plotting.finite_mean(x_SxU[:, -window:], axis=1)
 
 
-def welch(a, b, confidence=0.95):
-  """(mean(b) − mean(a), half-width of its Welch interval, two-sided p) for samples a, b."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  diff = float(b.mean() - a.mean())
-  if len(a) < 2 or len(b) < 2:
-    return diff, float("nan"), float("nan")
-  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-  se = np.sqrt(va + vb)
-  if se == 0:
-    return diff, 0.0, 0.0 if diff else 1.0
-  df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-  half = float(stats.t.ppf(0.5 + confidence / 2, df) * se)
-  p = float(stats.ttest_ind(b, a, equal_var=False).pvalue)
-  return diff, half, p
-
-
 def tests_table(c) -> tuple[str, dict]:
   """Markdown: per β the final gold, proxy and KL (± 95% t-interval across seeds), then each β
   against the smallest (difference, Welch interval, p); and the same numbers as a dict."""
@@ -79,7 +62,7 @@ def tests_table(c) -> tuple[str, dict]:
   for beta in betas[1:]:
     cells = [f"{beta:g} − {base:g}"]
     for k in ("gold_score", "mean_score"):
-      d, half, p = welch(final(c[base][k]), final(c[beta][k]))
+      d, half, p = plotting.welch(final(c[base][k]), final(c[beta][k]))
       cells.append(f"{d:+.3f} ± {half:.3f} (p = {p:.2g})")
       numbers[f"β = {beta:g} − {base:g}: {k} p"] = p
       numbers[f"β = {beta:g} − {base:g}: {k} difference"] = d

@@ -46,6 +46,22 @@ def mean_and_ci(x_SxK, confidence=0.95):
   return mean_K, half_K
 
 
+def welch(a, b, confidence=0.95):
+  """(mean(b) − mean(a), half-width of its Welch interval, two-sided p) for samples a, b."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  diff = float(b.mean() - a.mean())
+  if len(a) < 2 or len(b) < 2:
+    return diff, float("nan"), float("nan")
+  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+  se = np.sqrt(va + vb)
+  if se == 0:
+    return diff, 0.0, 0.0 if diff else 1.0
+  df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+  half = float(stats.t.ppf(0.5 + confidence / 2, df) * se)
+  p = float(stats.ttest_ind(b, a, equal_var=False).pvalue)
+  return diff, half, p
+
+
 def seeds_with_values(x_SxK) -> int:
   """How many seeds (rows) hold at least one finite value."""
   return int(np.sum(np.any(np.isfinite(np.asarray(x_SxK, np.float64)), axis=1)))

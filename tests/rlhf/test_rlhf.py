@@ -255,8 +255,9 @@ def test_the_welch_test_and_the_tests_table():
   table names each β against the smallest."""
   from scipy import stats
   from pg.rlhf import report
+  from pg.run import plotting
   a, b = np.array([0.1, 0.2, 0.15, 0.12]), np.array([0.3, 0.35, 0.5])
-  d, half, p = report.welch(a, b)
+  d, half, p = plotting.welch(a, b)
   assert d == pytest.approx(b.mean() - a.mean())
   assert p == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
   va, vb = a.var(ddof=1) / 4, b.var(ddof=1) / 3
