@@ -29,6 +29,8 @@ compiled step), `pg.run` (experiments, sweeps), `pg.rlhf`, `pg.lab`, `pg.bench`.
 
 from pg.core import advantages as _advantages  # registers the built-in estimators
 from pg.core import policy_losses as _policy_losses  # registers the built-in losses
+from pg.core import sequence_losses as _sequence_losses  # GSPO, GSPO-token, GMPO
+from pg.core import token_losses as _token_losses  # SAPO, CISPO, DPPO, truncated IS
 from pg.core.aggregation import MODES as AGGREGATION_MODES
 from pg.core.aggregation import aggregate_loss
 from pg.core.baselines import (grpo_advantages, group_mean_advantages, init_baseline_state,
@@ -44,6 +46,10 @@ from pg.core.multistep import (discounted_returns, generalized_advantage_estimat
                           generalized_advantage_estimation_associative, lambda_returns)
 from pg.core.policy_losses import (clipped_value_loss, entropy_bonus, ppo_clipped_surrogate,
                               reinforce_sequence_surrogate, reinforce_token_surrogate)
+from pg.core.sequence_losses import (gmpo_surrogate, gspo_sequence_ratio, gspo_surrogate,
+                                     gspo_token_surrogate)
+from pg.core.token_losses import (binary_kl, cispo_surrogate, dppo_surrogate, sapo_gate,
+                                  sapo_surrogate, truncated_is_surrogate)
 from pg.core.registry import (ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs,
                          AdvantageOutputs, PolicyLossInputs, get_advantage, get_policy_loss,
                          register_advantage, register_policy_loss)

@@ -2,14 +2,14 @@
 
 Each is one function with the registry's signature and one decorator line that carries its
 facts; a config imports this file (`config.imports`) and selects them by name
-(config.advantage = "rank", config.policy_loss = "cispo"):
+(config.advantage = "rank", config.policy_loss = "w_reinforce"):
 
     python experiments/sweep.py --config experiments/fork_example/sweep_config.py
     python experiments/train.py --config experiments/fork_example/rank_kl_config.py
 
 "rank" reads the scores only: a KL penalty in the reward (config.kl_placement = "reward") is
-added by the registry, so the fork cannot drop it. "cispo" brings its own swept
-hyperparameter, `cispo_eps_high`, without touching pg's hyperparameter table.
+added by the registry, so the fork cannot drop it. "w_reinforce" brings its own swept
+hyperparameter, `w_reinforce_lambda`, without touching pg's hyperparameter table.
 """
 
 import jax
@@ -35,19 +35,17 @@ def rank_advantages(inputs: pg.AdvantageInputs, hp, state) -> pg.AdvantageOutput
   return pg.AdvantageOutputs(adv_B[:, None] * mask_BxT, returns_BxT, state)
 
 
-@pg.register_policy_loss("cispo", hparams={
-    "cispo_eps_high": (0.2, 0.0, float("inf"), False, True, "CISPO's weight cap 1 + ε")})
-def cispo_loss(inputs: pg.PolicyLossInputs, hp):
-  """ℓ_t = −sg(min(ρ_t, 1 + ε))·A_t·log π(y_t | y_<t), ρ_t = π/π_old, ε = hp["cispo_eps_high"]
-  (CISPO, MiniMax-M1, 2025): the importance weight is clipped, never the gradient, so no token
-  loses its gradient the way PPO's clipped tokens do. On-policy (ρ = 1) it is REINFORCE."""
-  inputs.check("cispo")
-  log_ratio_BxT = jnp.clip(jax.lax.stop_gradient(inputs.logp_BxT) - inputs.old_logp_BxT,
-                           -20.0, 20.0)
-  ratio_BxT = jnp.exp(log_ratio_BxT)
-  weight_BxT = jnp.minimum(ratio_BxT, 1.0 + hp["cispo_eps_high"])
-  adv_BxT = jax.lax.stop_gradient(inputs.advantages_BxT)
+@pg.register_policy_loss("w_reinforce", hparams={
+    "w_reinforce_lambda": (0.1, 0.0, float("inf"), False, True,
+                           "W-REINFORCE weight of positive samples")})
+def w_reinforce_loss(inputs: pg.PolicyLossInputs, hp):
+  """ℓ_t = −w_t·A_t·log π(y_t | y_<t), w_t = λ where A_t > 0 and 1 elsewhere, λ =
+  hp["w_reinforce_lambda"] (W-REINFORCE: Zhu et al., 2025, "The Surprising Effectiveness of
+  Negative Reinforcement in LLM Reasoning"): rewarded samples are down-weighted, so most of
+  the update pushes probability away from the failures. λ = 1 is REINFORCE."""
+  inputs.check("w_reinforce")
+  adv_BxT = jax.lax.stop_gradient(jnp.asarray(inputs.advantages_BxT, jnp.float32))
+  weight_BxT = jnp.where(adv_BxT > 0, hp["w_reinforce_lambda"], 1.0)
   loss_BxT = -weight_BxT * adv_BxT * inputs.logp_BxT * inputs.mask_BxT
-  clipped_BxT = (ratio_BxT > 1.0 + hp["cispo_eps_high"]).astype(jnp.float32)
-  return loss_BxT, {"clip_fraction": pg.masked_mean(clipped_BxT, inputs.mask_BxT),
-                    "ratio_mean": pg.masked_mean(ratio_BxT, inputs.mask_BxT)}
+  positive_BxT = (adv_BxT > 0).astype(jnp.float32)
+  return loss_BxT, {"positive_fraction": pg.masked_mean(positive_BxT, inputs.mask_BxT)}

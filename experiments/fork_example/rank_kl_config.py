@@ -1,4 +1,4 @@
-"""The fork's "rank" estimator and "cispo" loss with a KL penalty to π_ref in the reward, and
+"""The fork's "rank" estimator and "w_reinforce" loss with a KL penalty to π_ref in the reward, and
 the fork's own task ("distinct", a Python reward), all imported by `config.imports`.
 
     python experiments/train.py --config experiments/fork_example/rank_kl_config.py
@@ -22,10 +22,10 @@ def get_config():
   c.task.options = {"length": 6}
   c.num_seeds = 2
   c.advantage = "rank"
-  c.policy_loss = "cispo"
+  c.policy_loss = "w_reinforce"
   c.kl_placement = "reward"
   c.hparams.kl_coef = 0.05
-  c.hparams.cispo_eps_high = 0.28
+  c.hparams.w_reinforce_lambda = 0.3
   c.updates_per_chunk = 10
   c.num_chunks = 6
   return c

@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_config():
-  c = base_config(imports=(os.path.join(HERE, "my_estimators.py"),))  # "rank", "cispo"
+  c = base_config(imports=(os.path.join(HERE, "my_estimators.py"),))  # "rank", "w_reinforce"
   c.task.name = "needle"
   c.num_prompts = 32
   c.num_seeds = 3
@@ -25,6 +25,6 @@ def get_config():
   c.updates_per_chunk = 10
   c.num_chunks = 12
   c.sweep.advantage = ("rloo", "rank")
-  c.sweep.policy_loss = ("ppo", "cispo")
+  c.sweep.policy_loss = ("ppo", "w_reinforce")
   c.sweep.learning_rate = (1e-3, 3e-3)
   return c

@@ -91,7 +91,7 @@ def entropy_bonus(entropy_BxT, mask_BxT):
 
 # Registered policy losses: fn(inputs: PolicyLossInputs, hp) -> (loss_BxT, metrics).
 
-def _ratio_metrics(inputs: PolicyLossInputs):
+def ratio_metrics(inputs: PolicyLossInputs):
   """KL to the behaviour policy (k3) and the mean ratio ρ, both from clamped log-ratios."""
   logp_BxT = jax.lax.stop_gradient(inputs.logp_BxT)
   log_ratio_BxT = kl.log_ratio(logp_BxT, inputs.old_logp_BxT)
@@ -105,7 +105,7 @@ def reinforce_loss(inputs: PolicyLossInputs, hp):
   del hp
   inputs.check("reinforce")
   loss = reinforce_token_surrogate(inputs.logp_BxT, inputs.advantages_BxT, inputs.mask_BxT)
-  return loss, {**_ratio_metrics(inputs), "clip_fraction": jnp.zeros((), jnp.float32)}
+  return loss, {**ratio_metrics(inputs), "clip_fraction": jnp.zeros((), jnp.float32)}
 
 
 @register_policy_loss("ppo")
@@ -115,4 +115,4 @@ def ppo_loss(inputs: PolicyLossInputs, hp):
   loss, clipped = ppo_clipped_surrogate(
       inputs.logp_BxT, inputs.old_logp_BxT, inputs.advantages_BxT, inputs.mask_BxT,
       hp["ppo_eps_low"], hp["ppo_eps_high"], hp["dual_clip"])
-  return loss, {**_ratio_metrics(inputs), "clip_fraction": masked_mean(clipped, inputs.mask_BxT)}
+  return loss, {**ratio_metrics(inputs), "clip_fraction": masked_mean(clipped, inputs.mask_BxT)}

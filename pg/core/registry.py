@@ -175,18 +175,20 @@ def _register(table: dict, kind: str, name: str, fn: Callable, override: bool, m
 
 def _check_declared_hparams(kind, name, declared: dict, table: dict):
   """Each declared hyperparameter is a (default, low, high, low_open, high_open, meaning) entry
-  whose name no built-in or other registration already uses."""
+  whose name no built-in uses and no other registration declares differently (a family of
+  losses may share one, e.g. GSPO's clip range for its sequence and token forms, by declaring
+  the identical entry)."""
   from pg.core.hparams import SPEC  # (hparams reads the registries)
-  others = {n for other, entry in {**ADVANTAGE_ESTIMATORS, **POLICY_LOSSES}.items()
-            if other != name for n in entry.hparams}
+  others = {n: spec for other, entry in {**ADVANTAGE_ESTIMATORS, **POLICY_LOSSES}.items()
+            if other != name for n, spec in entry.hparams.items()}
   for hp_name, spec in declared.items():
-    if hp_name in SPEC or hp_name in others:
-      raise ValueError(f"register {kind} {name!r}: hyperparameter {hp_name!r} is already "
-                       f"declared (by pg.hparams.SPEC or another registration); pick a name of "
-                       f"its own.")
     if not (isinstance(spec, tuple) and len(spec) == 6):
       raise TypeError(f"register {kind} {name!r}: hyperparameter {hp_name!r} must be declared "
                       f"as (default, low, high, low_open, high_open, meaning), got {spec!r}.")
+    if hp_name in SPEC or (hp_name in others and others[hp_name] != spec):
+      raise ValueError(f"register {kind} {name!r}: hyperparameter {hp_name!r} is already "
+                       f"declared (by pg.hparams.SPEC or another registration, differently); "
+                       f"pick a name of its own.")
 
 
 def register_advantage(name: str, *, needs_critic: bool = False, min_group_size: int = 1,

@@ -326,6 +326,13 @@ HP_VALUES = {
     "ppo_eps_low": (0.2, 0.1, 0.5),
     "ppo_eps_high": (0.28, 0.2, 1.0),
     "dual_clip": (3.0, 0.0, 1.5),
+    "gspo_eps_low": (3e-4, 0.5, 0.9), "gspo_eps_high": (4e-4, 1.0, 3.0),
+    "gmpo_eps_low": (0.4, 0.1, 1.0), "gmpo_eps_high": (0.4, 0.2, 1.0),
+    "sapo_tau_pos": (1.0, 0.5, 4.0), "sapo_tau_neg": (1.05, 2.0, 0.5),
+    "cispo_eps_low": (1.0, 0.2, 0.5), "cispo_eps_high": (0.2, 0.28, 4.0),
+    "dppo_tv_low": (0.15, 0.05, 0.5), "dppo_tv_high": (0.15, 0.1, 0.3),
+    "dppo_kl_low": (0.05, 0.01, 0.2), "dppo_kl_high": (0.05, 0.02, 0.3),
+    "dppo_ratio_cap": (20.0, 2.0, 5.0), "tis_cap": (2.0, 1.5, 5.0),
     "value_clip": (0.2, 0.1, 1.0),
     "value_coef": (0.5, 1.0, 0.1),
     "entropy_coef": (0.0, 0.01, 0.1),
@@ -342,7 +349,17 @@ ESTIMATOR_SWEEPS = {
     "value": ("gamma", "kl_coef"),
     "gae": ("gamma", "lam", "kl_coef"),
 }
-LOSS_SWEEPS = {"ppo": ("ppo_eps_low", "ppo_eps_high", "dual_clip"), "reinforce": ()}
+LOSS_SWEEPS = {"ppo": ("ppo_eps_low", "ppo_eps_high", "dual_clip"), "reinforce": (),
+               # (these inputs have no response with A < 0 and s < 1, where ε_low acts; its
+               # sweep is in test_sequence_losses.py)
+               "gspo": ("gspo_eps_high",),
+               "gspo_token": ("gspo_eps_low", "gspo_eps_high"),
+               "gmpo": ("gmpo_eps_low", "gmpo_eps_high"),
+               "sapo": ("sapo_tau_pos", "sapo_tau_neg"),
+               "cispo": ("cispo_eps_low", "cispo_eps_high"),
+               "dppo_tv": ("dppo_tv_low", "dppo_tv_high", "dppo_ratio_cap"),
+               "dppo_kl": ("dppo_kl_low", "dppo_kl_high", "dppo_ratio_cap"),
+               "tis": ("tis_cap",)}
 
 
 def _adv_inputs(seed, group_size=G):

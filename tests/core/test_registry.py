@@ -151,6 +151,21 @@ def test_declared_hyperparameters_cannot_shadow_others(restore_registries):
   assert "bad" not in pg.POLICY_LOSSES
 
 
+def test_a_family_of_losses_may_share_an_identically_declared_hyperparameter(
+    restore_registries):
+  """GSPO's sequence and token forms share `gspo_eps_low`; a different declaration is refused."""
+  assert pg.POLICY_LOSSES["gspo"].hparams["gspo_eps_low"] == \
+      pg.POLICY_LOSSES["gspo_token"].hparams["gspo_eps_low"]
+  spec = pg.POLICY_LOSSES["gspo"].hparams["gspo_eps_low"]
+  pg.register_policy_loss("gspo_variant", hparams={"gspo_eps_low": spec})(
+      lambda inputs, hp: (inputs.logp_BxT, {}))
+  changed = (0.1,) + spec[1:]
+  with pytest.raises(ValueError, match="'gspo_eps_low' is already declared"):
+    pg.register_policy_loss("bad", hparams={"gspo_eps_low": changed})(
+        lambda inputs, hp: (inputs.logp_BxT, {}))
+  assert "bad" not in pg.POLICY_LOSSES
+
+
 def test_a_loss_defined_with_an_aggregation_sets_it(restore_registries):
   pg.register_policy_loss("per_sequence", aggregation="seq-mean-token-mean")(
       lambda inputs, hp: (-inputs.advantages_BxT * inputs.logp_BxT * inputs.mask_BxT, {}))

@@ -235,14 +235,14 @@ def load_fork_config():
   path = os.path.join(ROOT, "experiments", "fork_example", "sweep_config.py")
   spec = importlib.util.spec_from_file_location("fork_sweep_config", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)  # registers "rank" and "cispo" (once)
+  spec.loader.exec_module(module)  # registers "rank" and "w_reinforce" (once)
   return module.get_config()
 
 
 def test_fork_registers_its_functions_by_name():
   load_fork_config()
   load_fork_config()  # loading the config again does not register twice
-  assert "rank" in pg.ADVANTAGE_ESTIMATORS and "cispo" in pg.POLICY_LOSSES
+  assert "rank" in pg.ADVANTAGE_ESTIMATORS and "w_reinforce" in pg.POLICY_LOSSES
 
 
 def test_fork_rank_advantages_by_hand():
@@ -255,22 +255,20 @@ def test_fork_rank_advantages_by_hand():
   np.testing.assert_allclose(out.advantages_BxT, out.advantages_BxT[:, :1] * mask)
 
 
-def test_fork_cispo_gradient_clips_the_weight_not_the_gradient():
+def test_fork_w_reinforce_down_weights_positive_samples():
   load_fork_config()
-  loss_fn = pg.get_policy_loss("cispo")
-  hp = pg.make_hparams(cispo_eps_high=0.2)
+  loss_fn = pg.get_policy_loss("w_reinforce")
+  hp = pg.make_hparams(w_reinforce_lambda=0.1)
   old = jnp.zeros((1, 3))
-  adv = jnp.array([[1.0, 1.0, -1.0]])
+  adv = jnp.array([[2.0, 0.0, -1.0]])
   mask = jnp.ones((1, 3))
-  ratio = jnp.array([[1.0, 2.0, 2.0]])
 
   def total(logp):
     loss, _ = loss_fn(pg.PolicyLossInputs(logp, old, adv, mask), hp)
     return loss.sum()
-  grad = jax.grad(total)(jnp.log(ratio))
-  # −min(ρ, 1.2)·A: on-policy it is REINFORCE's −A; above 1 + ε the weight stops at 1.2, and a
-  # negative advantage keeps its gradient (PPO's clipped tokens would get none).
-  np.testing.assert_allclose(grad, [[-1.0, -1.2, 1.2]], rtol=1e-6)
+  grad = jax.grad(total)(jnp.log(jnp.array([[0.5, 0.5, 0.5]])))
+  # −λ·A where A > 0, −A elsewhere: the positive sample's push is a tenth of REINFORCE's.
+  np.testing.assert_allclose(grad, [[-0.2, 0.0, 1.0]], rtol=1e-6)
 
 
 @pytest.mark.slow  # default suite under 10 min; CI runs it
@@ -280,11 +278,11 @@ def test_fork_sweep_runs_against_the_built_ins(tmp_path):
     config.num_seeds, config.num_chunks, config.updates_per_chunk = 1, 1, 2
     config.num_prompts = 4
     config.model.update(num_layers=1, d_model=16, num_heads=2)
-    config.sweep.policy_loss = ("cispo",)  # 2 of the 4 groups: the fork's loss, both estimators
+    config.sweep.policy_loss = ("w_reinforce",)  # 2 of the 4 groups: the fork's loss, both estimators
   assert len(sweep.groups(load_fork_config())) == 4
   summary, log = run_sweep(config, tmp_path)
   assert "2 group(s)" in log
   assert {(s.values["advantage"], s.values["policy_loss"]) for s in summary} == {
-      ("rloo", "cispo"), ("rank", "cispo")}
+      ("rloo", "w_reinforce"), ("rank", "w_reinforce")}
   for s in summary:
     assert np.all(np.isfinite(s.curves_SxU))

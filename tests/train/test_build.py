@@ -96,13 +96,13 @@ def test_config_imports_bring_a_forks_registrations():
   saved = registries()
   modules = {m: sys.modules.pop(m) for m in list(sys.modules) if m.startswith("pg_imported_")}
   for table, names in ((tasks.TASKS, ["distinct"]), (pg.ADVANTAGE_ESTIMATORS, ["rank"]),
-                       (pg.POLICY_LOSSES, ["cispo"])):
+                       (pg.POLICY_LOSSES, ["w_reinforce"])):
     for name in names:
       table.pop(name, None)
   try:
     c = configs.load_config_file(os.path.join(FORK, "rank_kl_config.py"))
     assert c.imports and all(path.startswith(FORK) for path in c.imports)
-    assert "cispo_eps_high" in c.hparams and "cispo_eps_high" in c.sweep
+    assert "w_reinforce_lambda" in c.hparams and "w_reinforce_lambda" in c.sweep
     task, policy = train.build(c)
     assert task.name == "distinct" and "rank" in pg.ADVANTAGE_ESTIMATORS
     train.build(c)  # importing again registers nothing twice
