@@ -28,6 +28,7 @@ compiled step), `pg.run` (experiments, sweeps), `pg.rlhf`, `pg.lab`, `pg.bench`.
 """
 
 from pg.core import advantages as _advantages  # registers the built-in estimators
+from pg.core import group_advantages as _group_advantages  # REINFORCE++-baseline, OPO, ...
 from pg.core import policy_losses as _policy_losses  # registers the built-in losses
 from pg.core import sequence_losses as _sequence_losses  # GSPO, GSPO-token, GMPO
 from pg.core import token_losses as _token_losses  # SAPO, CISPO, DPPO, truncated IS
@@ -46,6 +47,8 @@ from pg.core.multistep import (discounted_returns, generalized_advantage_estimat
                           generalized_advantage_estimation_associative, lambda_returns)
 from pg.core.policy_losses import (clipped_value_loss, entropy_bonus, ppo_clipped_surrogate,
                               reinforce_sequence_surrogate, reinforce_token_surrogate)
+from pg.core.group_advantages import (maxrl_advantages, opo_advantages,
+                                      passk_advantages)
 from pg.core.sequence_losses import (gmpo_surrogate, gspo_sequence_ratio, gspo_surrogate,
                                      gspo_token_surrogate)
 from pg.core.token_losses import (binary_kl, cispo_surrogate, dppo_surrogate, sapo_gate,

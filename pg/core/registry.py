@@ -48,20 +48,37 @@ class AdvantageInputs:
 
   scores_B: sequence scores R. mask_BxT: 1.0 on generated tokens. values_BxT: critic V(s_t) or
   None. kl_BxT: per-token KL estimate to put in the reward as −β·kl_t, or None.
-  group_size: G, static.
+  group_size: G, static. For the estimators that register needing them (else None):
+  baseline_scores_B, the score of a greedy response to each row's prompt (`needs_greedy`);
+  components_KxB and component_weights_K, the task's K reward components and their weights,
+  R = Σ_k w_k R_k (`needs_components`).
   """
   scores_B: Array
   mask_BxT: Array
   values_BxT: Optional[Array] = None
   kl_BxT: Optional[Array] = None
   group_size: int = flax.struct.field(pytree_node=False, default=1)
+  baseline_scores_B: Optional[Array] = None
+  components_KxB: Optional[Array] = None
+  component_weights_K: Optional[Array] = None
 
   def check(self, fn: str = "advantage estimator") -> "AdvantageInputs":
-    """Raises, naming the argument, unless every array fits `[B, T]` / `[B]` and G divides B."""
+    """Raises, naming the argument, unless every array fits `[B, T]` / `[B]` / `[K, B]` / `[K]`
+    and G divides B."""
     _checks.rank(fn, "mask_BxT", self.mask_BxT, 2)
     _checks.shape(fn, "scores_B", self.scores_B, self.mask_BxT.shape[:1], "`mask_BxT`[:1]")
     _checks.same_shape(fn, {"mask_BxT": self.mask_BxT, "values_BxT": self.values_BxT,
                             "kl_BxT": self.kl_BxT})
+    if self.baseline_scores_B is not None:
+      _checks.shape(fn, "baseline_scores_B", self.baseline_scores_B, self.mask_BxT.shape[:1],
+                    "`mask_BxT`[:1]")
+    if self.components_KxB is not None:
+      _checks.rank(fn, "components_KxB", self.components_KxB, 2)
+      _checks.shape(fn, "components_KxB", self.components_KxB,
+                    (self.components_KxB.shape[0], self.mask_BxT.shape[0]), "(K, B)")
+      if self.component_weights_K is not None:
+        _checks.shape(fn, "component_weights_K", self.component_weights_K,
+                      self.components_KxB.shape[:1], "`components_KxB`[:1]")
     _checks.group_size(fn, self.mask_BxT.shape[0], self.group_size)
     return self
 
@@ -90,10 +107,11 @@ class RegisteredAdvantage:
   """An estimator with its facts; calling it composes the KL penalty (module docstring)."""
 
   def __init__(self, name, fn, *, needs_critic=False, min_group_size=1, handles_kl=False,
-               hparams=None):
+               hparams=None, needs_greedy=False, needs_components=False):
     self.name, self.fn = name, fn
     self.needs_critic, self.min_group_size = bool(needs_critic), int(min_group_size)
     self.handles_kl = bool(handles_kl)
+    self.needs_greedy, self.needs_components = bool(needs_greedy), bool(needs_components)
     self.hparams = dict(hparams or {})
 
   def __call__(self, inputs: AdvantageInputs, hp, state) -> AdvantageOutputs:
@@ -193,16 +211,21 @@ def _check_declared_hparams(kind, name, declared: dict, table: dict):
 
 def register_advantage(name: str, *, needs_critic: bool = False, min_group_size: int = 1,
                        handles_kl: bool = False, hparams: Optional[dict] = None,
+                       needs_greedy: bool = False, needs_components: bool = False,
                        override: bool = False):
   """Decorator: registers `fn(inputs, hp, state) -> AdvantageOutputs` under `name`, with its
   facts: `needs_critic` (reads `inputs.values_BxT`), `min_group_size` (compares the samples of
   a group), `handles_kl` (folds `inputs.kl_BxT` into its rewards itself; otherwise the registry
-  adds the KL penalty), `hparams` (its own swept hyperparameters)."""
+  adds the KL penalty), `hparams` (its own swept hyperparameters), `needs_greedy` (reads
+  `inputs.baseline_scores_B`: the train step scores a greedy response per prompt),
+  `needs_components` (reads the task's reward components and weights)."""
   def register(fn):
     return _register(ADVANTAGE_ESTIMATORS, "advantage", name, fn, override,
                      lambda: RegisteredAdvantage(name, fn, needs_critic=needs_critic,
                                                  min_group_size=min_group_size,
-                                                 handles_kl=handles_kl, hparams=hparams))
+                                                 handles_kl=handles_kl, hparams=hparams,
+                                                 needs_greedy=needs_greedy,
+                                                 needs_components=needs_components))
   return register
 
 

@@ -58,6 +58,9 @@ class Task:
   heldout: Any = None
   # Token ids -> text (a tokenizer's decode); None: `token_names` joined by spaces.
   detokenize: Callable | None = None
+  # The score as a weighted sum of reward components, ((name, weight), ...): the names are keys
+  # of `score_parts`' dict and score = Σ weight·component (None: no components). GDPO reads them.
+  component_weights: tuple | None = None
 
   def decode(self, tokens) -> str:
     tokens = np.asarray(tokens)

@@ -201,7 +201,9 @@ def text_task(name: str, train: Sequence[Example], heldout: Sequence[Example], t
               prompt_pad_id=pad, score_parts=score_parts, heldout=held,
               detokenize=lambda ids: tokenizer.decode(
                   [i for i in ids if i not in stop_ids]),
-              extra_metrics=None)
+              extra_metrics=None,
+              component_weights=(None if weights is None else
+                                 tuple((c, float(w)) for c, w in zip(components, weight_C))))
 
 
 def _prompt_text(example: Example) -> str:

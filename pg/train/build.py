@@ -51,6 +51,10 @@ def build(config, task: tasks_lib.Task | None = None):
                         max_len=task.prompt_len + task.max_new_tokens,
                         logprob_chunk_size=_chunk_size(config), masked_ids=never_emitted(task))
   _check_text(task, policy, config)
+  if advantage.needs_components and not task.component_weights:
+    raise ValueError(f"advantage {config.advantage!r} normalises each reward component: task "
+                     f"{task.name!r} has none (Task.component_weights; a text task has them "
+                     f"with correct_weight/format_weight).")
   if advantage.needs_critic and not policy.has_values:
     raise ValueError(f"advantage {config.advantage!r} needs a critic: set "
                      f"config.model.value_head to 'shared' or 'separate'.")

@@ -105,9 +105,30 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
         pad_id=task.pad_id, temperature=state.hp["temperature"], group_size=G,
         prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids))
     scores_B, extra_B = task.score_and_extras(prompts_BxP, s.tokens_BxT, s.mask_BxT)
-    return prompts_BxP, s, scores_B, {k: jnp.mean(v) for k, v in extra_B.items()}
+    return prompts_BxP, s, scores_B, extra_B
 
-  def training_batch(state: TrainState, prompts_BxP, s, scores_B):
+  def greedy_scores(state: TrainState, prompts_BxP):
+    """Each row's prompt answered greedily and scored (ReMax's baseline), `[B]`."""
+    prompts_NxP = prompts_BxP[::G]
+    g = sampler_lib.sample(
+        policy, state.params, prompts_NxP, jax.random.PRNGKey(0), max_new_tokens=T,
+        eos_id=task.eos_id, pad_id=task.pad_id, temperature=state.hp["temperature"],
+        prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids, greedy=True)
+    scores_N, _ = task.score_and_extras(prompts_NxP, g.tokens_BxT, g.mask_BxT)
+    return jax.lax.stop_gradient(jnp.repeat(scores_N, G))
+
+  def advantage_inputs(state, prompts_BxP, scores_B, extra_B, mask, values_BxT, kl_reward):
+    """The estimator's inputs, with what its registration says it needs."""
+    baseline = greedy_scores(state, prompts_BxP) if advantage_fn.needs_greedy else None
+    components = weights = None
+    if advantage_fn.needs_components:
+      names = [n for n, _ in task.component_weights]
+      components = jnp.stack([jnp.asarray(extra_B[n], jnp.float32) for n in names])
+      weights = jnp.asarray([w for _, w in task.component_weights], jnp.float32)
+    return pg.AdvantageInputs(scores_B, mask, values_BxT, kl_reward, G, baseline_scores_B=baseline,
+                              components_KxB=components, component_weights_K=weights)
+
+  def training_batch(state: TrainState, prompts_BxP, s, scores_B, extra_B):
     """The gradient steps' batch (`pg.train.loss`), the advantage estimator's output and each
     row's KL to π_ref."""
     hp, mask = state.hp, s.mask_BxT
@@ -124,8 +145,8 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
       kl_to_ref_B = pg.masked_sum(pg.kl_k1(s.logp_BxT, ref_logp_BxT), mask, axis=1)
       if config.kl_placement == "reward":
         kl_reward = pg.kl_estimate(s.logp_BxT, ref_logp_BxT, config.kl_estimator)
-    adv = advantage_fn(pg.AdvantageInputs(scores_B, mask, values_BxT, kl_reward, G), hp,
-                       state.baseline_state)
+    adv = advantage_fn(advantage_inputs(state, prompts_BxP, scores_B, extra_B, mask, values_BxT,
+                                        kl_reward), hp, state.baseline_state)
     advantages_BxT = adv.advantages_BxT
     if config.whiten_advantages:
       advantages_BxT = pg.masked_whiten(advantages_BxT, mask, eps=hp["adv_eps"])
@@ -137,8 +158,8 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
   def update(state: TrainState, _):
     key = jax.random.fold_in(state.key, state.step)
     prompt_key, sample_key, perm_key = jax.random.split(key, 3)
-    prompts_BxP, s, scores_B, extra = rollout(state, prompt_key, sample_key)
-    batch, adv, kl_to_ref_B = training_batch(state, prompts_BxP, s, scores_B)
+    prompts_BxP, s, scores_B, extra_B = rollout(state, prompt_key, sample_key)
+    batch, adv, kl_to_ref_B = training_batch(state, prompts_BxP, s, scores_B, extra_B)
 
     def epoch(carry, e):
       if share_prompts:  # one minibatch of whole groups, in order
@@ -157,7 +178,7 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
         jnp.arange(config.ppo_epochs))
     metrics, bad = update_metrics(step_metrics, reward_ok, state.halted, scores_B, batch,
                                   kl_to_ref_B, s.truncated_B)
-    metrics.update(extra)
+    metrics.update({k: jnp.mean(v) for k, v in extra_B.items()})
     baseline_state = jax.tree_util.tree_map(lambda n, o: jnp.where(allowed, n, o), adv.state,
                                             state.baseline_state)
     # on_nonfinite = "stop": a run that met a non-finite quantity stays at its last good

@@ -225,3 +225,15 @@ def test_training_on_a_text_task_logs_the_reward_components():
     assert m[k].shape == (2, 2)
   np.testing.assert_allclose(m["mean_score"], m["correct"] + 0.5 * m["format"], atol=1e-6)
   np.testing.assert_allclose(m["format"] + m["no_answer"], 1.0, atol=1e-6)
+
+
+def test_gdpo_trains_on_a_text_tasks_reward_components():
+  """GDPO reads the verifier's components and weights from the task (Task.component_weights)."""
+  c = tiny(model=dict(LLAMA), updates_per_chunk=2, advantage="gdpo")
+  c.task.name = "arithmetic"
+  c.task.options = {"tokenizer": FIXTURE, "num_train": 30, "num_heldout": 4, "max_new_tokens": 6,
+                    "format_weight": 0.5, "max_operand": 4}
+  task, _ = train.build(c)
+  assert task.component_weights == (("correct", 1.0), ("format", 0.5), ("no_answer", 0.0))
+  _, m, _ = run_chunks(c, 1)
+  assert np.all(np.isfinite(m["advantage_std"])) and np.all(np.isfinite(m["loss"]))
