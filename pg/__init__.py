@@ -32,6 +32,7 @@ from pg.core import group_advantages as _group_advantages  # REINFORCE++-baselin
 from pg.core import policy_losses as _policy_losses  # registers the built-in losses
 from pg.core import sequence_losses as _sequence_losses  # GSPO, GSPO-token, GMPO
 from pg.core import token_losses as _token_losses  # SAPO, CISPO, DPPO, truncated IS
+from pg.core import covariance_losses as _covariance_losses  # Clip-Cov, KL-Cov
 from pg.core.aggregation import MODES as AGGREGATION_MODES
 from pg.core.aggregation import aggregate_loss
 from pg.core.baselines import (grpo_advantages, group_mean_advantages, init_baseline_state,
@@ -47,6 +48,7 @@ from pg.core.multistep import (discounted_returns, generalized_advantage_estimat
                           generalized_advantage_estimation_associative, lambda_returns)
 from pg.core.policy_losses import (clipped_value_loss, entropy_bonus, ppo_clipped_surrogate,
                               reinforce_sequence_surrogate, reinforce_token_surrogate)
+from pg.core.covariance_losses import clip_cov_surrogate, kl_cov_surrogate, token_covariance
 from pg.core.group_advantages import (maxrl_advantages, opo_advantages,
                                       passk_advantages)
 from pg.core.sequence_losses import (gmpo_surrogate, gspo_sequence_ratio, gspo_surrogate,

@@ -94,6 +94,7 @@ class PolicyLossInputs(NamedTuple):
   old_logp_BxT: Array    # behaviour log-probs (from the sampler), no gradient
   advantages_BxT: Array  # treated as constants
   mask_BxT: Array
+  key: Optional[Array] = None  # a PRNG key for losses that draw (Clip-Cov); one per minibatch
 
   def check(self, fn: str = "policy loss") -> "PolicyLossInputs":
     """Raises, naming the argument, unless all four arrays share one `[B, T]` shape."""

@@ -8,7 +8,10 @@
                     scorer, VADER sentiment: P(a ≻ b) = σ((g(a) − g(b)) / temperature)
     3. reward       π_ref's architecture with a scalar head, Bradley–Terry loss, its trunk
                     warm-started from π_ref (config.rlhf.reward_init = "pi_ref") or fresh
-                    ("scratch"); held-out accuracy against the gold labels and the gold scores
+                    ("scratch"), trained whole (reward_train = "all") or only its head on
+                    π_ref's frozen trunk ("head"), scoring at the last token (reward_pooling =
+                    "last") or by the head's mean over the response ("mean"); held-out accuracy
+                    against the gold labels and the gold scores
     4. rl           the pg train step against the frozen reward model, KL to π_ref (placement and
                     estimator by config), a sweep over β in one compile; the policy and π_ref are
                     loaded from π_ref's directory as any user's checkpoint is
@@ -53,9 +56,20 @@ POSITIVE_INTS = ("vocab_size", "prompt_len", "response_len", "pretrain_steps", "
 POSITIVE_FLOATS = ("pretrain_lr", "reward_lr", "bt_temperature")
 # The config's `rlhf` block: every field the pipeline reads (`pg.run.schema` refuses others).
 BLOCK_FIELDS = POSITIVE_INTS + POSITIVE_FLOATS + ("heldout_fraction", "pi_ref", "prompts",
-                                                  "reward_init")
+                                                  "reward_init", "reward_pooling",
+                                                  "reward_train")
 # The reward model's trunk: π_ref's weights, or a fresh one of the same architecture.
 REWARD_INITS = ("pi_ref", "scratch")
+# Its score: the head at the last token, or the head's mean over the response's tokens.
+REWARD_POOLINGS = ("last", "mean")
+# What Bradley–Terry trains: the whole model, or the scalar head on a frozen (warm) trunk.
+REWARD_TRAINS = ("all", "head")
+
+
+def pool_from(config):
+  """`sequence_reward`'s pool_from for config.rlhf.reward_pooling."""
+  r = config.rlhf
+  return r.prompt_len if r.get("reward_pooling", "last") == "mean" else None
 
 
 _path = parts.path
@@ -145,10 +159,12 @@ def stage_reward(config, workdir, verbose=True):
       rm_policy, ch, rj, ch_last, rj_last, steps=r.reward_steps, batch_size=r.reward_batch,
       learning_rate=r.reward_lr, key=jax.random.PRNGKey(config.seed + 2),
       init=warm, verbose=verbose, chosen_mask_NxL=ch_mask,
-      rejected_mask_NxL=rj_mask)
+      rejected_mask_NxL=rj_mask, pool_from=pool_from(config),
+      train_head_only=r.get("reward_train", "all") == "head")
   train.save_params(_path(workdir, "reward_model.msgpack"), params)
   ch, rj, ch_last, rj_last, ch_mask, rj_mask = _pair_arrays(data, r.prompt_len, test_idx)
-  reward = jax.jit(lambda p, x, last, m: lm.sequence_reward(p, rm_policy, x, last, m))
+  reward = jax.jit(lambda p, x, last, m: lm.sequence_reward(p, rm_policy, x, last, m,
+                                                          pool_from(config)))
   margin = np.asarray(reward(params, ch, ch_last, ch_mask) - reward(params, rj, rj_last, rj_mask))
   gold = data["gold"][test_idx]
   differ = gold[:, 0] != gold[:, 1]
@@ -178,7 +194,7 @@ def make_task(config, workdir, tok=None) -> tasks.Task:
     full_mask = None if prompt_mask is None else jnp.concatenate(
         [prompt_mask, jnp.ones(tokens_BxT.shape, jnp.float32)], axis=1)
     return lm.sequence_reward(jax.lax.stop_gradient(rm), rm_policy, full,
-                              lm.last_index(mask_BxT, P), full_mask)
+                              lm.last_index(mask_BxT, P), full_mask, pool_from(config))
 
   gold_task = tasks.python_task("gold", lambda p, y: gold(tok.decode(y)),
                                 vocab_size=tok.vocab_size, prompt_len=P,
@@ -283,6 +299,15 @@ def validate(config):
   if r.get("reward_init", "pi_ref") not in REWARD_INITS:
     raise ValueError(f"config.rlhf.reward_init must be one of {REWARD_INITS}, got "
                      f"{r.reward_init!r}.")
+  if r.get("reward_pooling", "last") not in REWARD_POOLINGS:
+    raise ValueError(f"config.rlhf.reward_pooling must be one of {REWARD_POOLINGS}, got "
+                     f"{r.reward_pooling!r}.")
+  if r.get("reward_train", "all") not in REWARD_TRAINS:
+    raise ValueError(f"config.rlhf.reward_train must be one of {REWARD_TRAINS}, got "
+                     f"{r.reward_train!r}.")
+  if r.get("reward_train", "all") == "head" and r.get("reward_init", "pi_ref") != "pi_ref":
+    raise ValueError("config.rlhf.reward_train = 'head' trains only the scalar head, so the "
+                     "trunk must be π_ref's: set config.rlhf.reward_init = 'pi_ref'.")
   if r.get("prompts", "corpus") not in parts.PROMPT_SOURCES:
     raise ValueError(f"config.rlhf.prompts must be one of {parts.PROMPT_SOURCES}, got "
                      f"{r.prompts!r}.")

@@ -37,14 +37,20 @@ def bradley_terry_labels(gold_Nx2, temperature: float, rng: np.random.Generator)
   return rng.random(len(p_N)) < p_N, p_N
 
 
-def sequence_reward(params, policy, tokens_BxL, last_B, mask_BxL=None):
-  """The value head's output at each row's last token (index `last_B`): a scalar per sequence.
-  `mask_BxL`: 1 on real tokens of left-padded rows (None: all real)."""
+def sequence_reward(params, policy, tokens_BxL, last_B, mask_BxL=None, pool_from=None):
+  """A scalar per sequence from the value head: its output at each row's last token (index
+  `last_B`), or with `pool_from` = P (static) its mean over positions P..last_B, the response's
+  tokens (a linear head on the mean-pooled hidden states). `mask_BxL`: 1 on real tokens of
+  left-padded rows (None: all real)."""
   if mask_BxL is None:
     _, values_BxL = policy.sequence_outputs(params, tokens_BxL)
   else:
     _, values_BxL = policy.sequence_outputs(params, tokens_BxL, mask_BxL)
-  return jnp.take_along_axis(values_BxL, last_B[:, None], axis=1)[:, 0]
+  if pool_from is None:
+    return jnp.take_along_axis(values_BxL, last_B[:, None], axis=1)[:, 0]
+  pos_L = jnp.arange(values_BxL.shape[1])
+  inside_BxL = ((pos_L[None] >= pool_from) & (pos_L[None] <= last_B[:, None])).astype(jnp.float32)
+  return jnp.sum(values_BxL * inside_BxL, axis=1) / jnp.maximum(jnp.sum(inside_BxL, axis=1), 1.0)
 
 
 def last_index(mask_BxT, prompt_len: int):
@@ -53,11 +59,15 @@ def last_index(mask_BxT, prompt_len: int):
 
 
 def fit(loss_fn, params, batches, *, learning_rate, steps, key, desc, verbose=True,
-        weight_decay=0.01):
+        weight_decay=0.01, trainable=None):
   """AdamW on `loss_fn(params, batch)` for `steps` steps over random minibatches drawn by
-  `batches(key) -> batch`; returns params and the loss per step."""
+  `batches(key) -> batch`; returns params and the loss per step. `trainable`: a pytree of bools
+  like `params` (None: all); the other leaves are neither updated nor decayed."""
   tx = optax.chain(optax.clip_by_global_norm(1.0),
                    optax.adamw(learning_rate, weight_decay=weight_decay))
+  if trainable is not None:
+    labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable)
+    tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
   opt_state = tx.init(params)
 
   @jax.jit
@@ -92,11 +102,19 @@ def pretrain(policy, windows_NxL, *, steps, batch_size, learning_rate, key, verb
              verbose=verbose)
 
 
+def head_only(params):
+  """A `trainable` tree for `fit`: True on the value head's leaves (`value_out`), else False."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: any(getattr(k, "key", None) == "value_out" for k in path), params)
+
+
 def train_reward_model(policy, chosen_NxL, rejected_NxL, chosen_last_N,
                        rejected_last_N, *, steps, batch_size, learning_rate, key, init=None,
-                       verbose=True, chosen_mask_NxL=None, rejected_mask_NxL=None):
+                       verbose=True, chosen_mask_NxL=None, rejected_mask_NxL=None,
+                       pool_from=None, train_head_only=False):
   """Bradley–Terry on preference pairs; `init` (e.g. π_ref's params) warm-starts the trunk.
-  The masks (1 on real tokens) are for left-padded prompts; None: every token real."""
+  The masks (1 on real tokens) are for left-padded prompts; None: every token real.
+  `pool_from`: see `sequence_reward`. `train_head_only`: the trunk stays as `init` gave it."""
   masks = (chosen_mask_NxL, rejected_mask_NxL)
   if masks[0] is None:
     masks = tuple(np.ones(np.shape(x), np.float32) for x in (chosen_NxL, rejected_NxL))
@@ -113,9 +131,14 @@ def train_reward_model(policy, chosen_NxL, rejected_NxL, chosen_last_N,
 
   masked = chosen_mask_NxL is not None
 
+  trainable = head_only(params) if train_head_only else None
+
   def loss_fn(p, batch):
+    if trainable is not None:  # no gradient through the frozen trunk
+      p = jax.tree_util.tree_map(lambda x, t: x if t else jax.lax.stop_gradient(x), p, trainable)
     ch, rj, ch_last, rj_last, ch_mask, rj_mask = batch
-    return bradley_terry_loss(sequence_reward(p, policy, ch, ch_last, ch_mask if masked else None),
-                              sequence_reward(p, policy, rj, rj_last, rj_mask if masked else None))
+    reward = lambda x, last, m: sequence_reward(p, policy, x, last, m if masked else None,
+                                                pool_from)
+    return bradley_terry_loss(reward(ch, ch_last, ch_mask), reward(rj, rj_last, rj_mask))
   return fit(loss_fn, params, batches, learning_rate=learning_rate, steps=steps, key=key,
-             desc="reward model", verbose=verbose)
+             desc="reward model", verbose=verbose, trainable=trainable)

@@ -4,8 +4,9 @@ entropy bonus, the clipped value loss (with a critic) and a KL term (kl_placemen
     L = agg(ℓ_policy) + c_H · agg(−H) + c_V · token-mean(ℓ_value) + β · agg(kl)
 
 `batch` holds, per row: `prompts` (the prompt of each row, `[B, P]`), `tokens`, `mask`,
-`old_logp`, `advantages` (`[B, T]`), and by config `old_values` and `returns` (a critic) and
-`ref_logp` (a KL term in the loss).
+`old_logp`, `advantages` (`[B, T]`), `loss_key` (a PRNG key per row, `[B, 2]`: the policy loss
+gets its minibatch's first), and by config `old_values` and `returns` (a critic) and `ref_logp`
+(a KL term in the loss).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def make_loss(config, policy, aggregation: str, share_prompts: bool, prompt_mask
   def loss_fn(params, batch, hp):
     logp, entropy, values = forward(params, batch["prompts"], batch["tokens"], hp["temperature"])
     mask = batch["mask"]
-    inputs = pg.PolicyLossInputs(logp, batch["old_logp"], batch["advantages"], mask)
+    key = batch["loss_key"][0] if "loss_key" in batch else None  # (the minibatch's first row's)
+    inputs = pg.PolicyLossInputs(logp, batch["old_logp"], batch["advantages"], mask, key)
     policy_loss_BxT, loss_metrics = policy_loss_fn(inputs, hp)
     loss = pg.aggregate_loss(policy_loss_BxT, mask, aggregation)
     entropy_term = pg.aggregate_loss(pg.entropy_bonus(entropy, mask), mask, aggregation)

@@ -160,6 +160,9 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     prompt_key, sample_key, perm_key = jax.random.split(key, 3)
     prompts_BxP, s, scores_B, extra_B = rollout(state, prompt_key, sample_key)
     batch, adv, kl_to_ref_B = training_batch(state, prompts_BxP, s, scores_B, extra_B)
+    # Keys for losses that draw (Clip-Cov); a fold of the permutation key, so every other
+    # number of the update is unchanged.
+    batch["loss_key"] = constrain(jax.random.split(jax.random.fold_in(perm_key, 2**31 - 1), B))
 
     def epoch(carry, e):
       if share_prompts:  # one minibatch of whole groups, in order

@@ -333,6 +333,9 @@ HP_VALUES = {
     "dppo_tv_low": (0.15, 0.05, 0.5), "dppo_tv_high": (0.15, 0.1, 0.3),
     "dppo_kl_low": (0.05, 0.01, 0.2), "dppo_kl_high": (0.05, 0.02, 0.3),
     "dppo_ratio_cap": (20.0, 2.0, 5.0), "tis_cap": (2.0, 1.5, 5.0),
+    "clip_cov_ratio": (0.2, 0.5, 1.0), "clip_cov_low": (-1.0, 0.0, -5.0),
+    "clip_cov_high": (5.0, 0.1, 0.5), "kl_cov_ratio": (0.2, 0.5, 1.0),
+    "kl_cov_coef": (1.0, 0.0, 3.0),
     "value_clip": (0.2, 0.1, 1.0),
     "value_coef": (0.5, 1.0, 0.1),
     "entropy_coef": (0.0, 0.01, 0.1),
@@ -359,7 +362,9 @@ LOSS_SWEEPS = {"ppo": ("ppo_eps_low", "ppo_eps_high", "dual_clip"), "reinforce":
                "cispo": ("cispo_eps_low", "cispo_eps_high"),
                "dppo_tv": ("dppo_tv_low", "dppo_tv_high", "dppo_ratio_cap"),
                "dppo_kl": ("dppo_kl_low", "dppo_kl_high", "dppo_ratio_cap"),
-               "tis": ("tis_cap",)}
+               "tis": ("tis_cap",),
+               "clip_cov": ("clip_cov_ratio", "clip_cov_low", "clip_cov_high"),
+               "kl_cov": ("kl_cov_ratio", "kl_cov_coef")}
 
 
 def _adv_inputs(seed, group_size=G):
@@ -763,7 +768,8 @@ def test_every_public_function_is_covered():
   covered |= {"gspo_surrogate", "gspo_token_surrogate", "gspo_sequence_ratio", "gmpo_surrogate",
               "sapo_surrogate", "sapo_gate", "cispo_surrogate", "dppo_surrogate", "binary_kl",
               "truncated_is_surrogate", "opo_advantages", "passk_advantages",
-              "maxrl_advantages"}
+              "maxrl_advantages", "clip_cov_surrogate", "kl_cov_surrogate",
+              "token_covariance"}
   assert exported - covered == set()
 
 

@@ -61,6 +61,44 @@ def test_reward_model_beats_chance_on_held_out_pairs():
   assert losses[-20:].mean() < losses[:20].mean()
 
 
+def _value_policy():
+  return GPTPolicy(ModelConfig(vocab_size=8, max_len=10, num_layers=1, d_model=16, num_heads=2,
+                               value_head="shared"))
+
+
+def test_sequence_reward_pools_the_head_over_the_response():
+  policy = _value_policy()
+  params = policy.init(jax.random.PRNGKey(0))
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 10), 0, 8)
+  last = jnp.asarray([9, 6, 4])
+  _, values = policy.sequence_outputs(params, tokens)
+  pooled = lm.sequence_reward(params, policy, tokens, last, pool_from=4)
+  want = [float(np.mean(np.asarray(values)[b, 4:int(last[b]) + 1])) for b in range(3)]
+  np.testing.assert_allclose(pooled, want, rtol=1e-5)
+  np.testing.assert_allclose(lm.sequence_reward(params, policy, tokens, last),
+                             np.asarray(values)[np.arange(3), np.asarray(last)], rtol=1e-6)
+
+
+def test_a_head_only_reward_model_keeps_the_warm_trunk():
+  policy = _value_policy()
+  warm = policy.init(jax.random.PRNGKey(5))
+  x = np.asarray(jax.random.randint(jax.random.PRNGKey(2), (32, 10), 0, 8), np.int32)
+  last = np.full(16, 9, np.int32)
+  params, _ = lm.train_reward_model(policy, x[:16], x[16:], last, last, steps=5, batch_size=8,
+                                    learning_rate=1e-2, key=jax.random.PRNGKey(0), init=warm,
+                                    verbose=False, pool_from=3, train_head_only=True)
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  flat_warm = dict(jax.tree_util.tree_flatten_with_path(policy.warm_start(
+      policy.init(jax.random.PRNGKey(0)), warm))[0])
+  moved = []
+  for path, leaf in flat:
+    if "value_out" in jax.tree_util.keystr(path):
+      moved.append(not np.array_equal(leaf, flat_warm[path]))
+    else:
+      np.testing.assert_array_equal(leaf, flat_warm[path])  # the trunk did not move
+  assert any(moved)  # the head's kernel learned (its bias cancels in r_chosen − r_rejected)
+
+
 def tiny_rlhf():
   c = configs.base_config()
   c.model = ml_collections.ConfigDict({"name": "llama", "num_layers": 1, "d_model": 32,
@@ -237,6 +275,20 @@ def test_the_bpe_round_trips_text_and_ends_documents(tmp_path):
     rlhf.run(tiny_rlhf(), "/tmp/unused", stages=("train",))
 
 
+@pytest.mark.parametrize("fields,match", [
+    ({"reward_pooling": "max"}, "config.rlhf.reward_pooling must be one of"),
+    ({"reward_train": "trunk"}, "config.rlhf.reward_train must be one of"),
+    ({"reward_train": "head", "reward_init": "scratch"}, "set config.rlhf.reward_init = 'pi_ref'"),
+])
+def test_reward_model_options_are_checked_by_name(fields, match):
+  config = tiny_rlhf()
+  with config.rlhf.unlocked():
+    config.rlhf.update(fields)
+  from pg.rlhf import pipeline
+  with pytest.raises(ValueError, match=match):
+    pipeline.validate(config)
+
+
 @pytest.mark.slow
 def test_pi_ref_is_a_hugging_face_checkpoint_the_rl_stage_loads(pipeline):
   """π_ref is written as config.json + model.safetensors + the BPE's tokenizer files, and the
@@ -292,6 +344,8 @@ def test_a_checkpoint_of_your_own_with_chat_prompts(pipeline, tmp_path):
     json.dump(cfg, f)
   config = tiny_rlhf()
   config.rlhf.update(pi_ref=mine, prompts="chat", prompt_len=88)
+  with config.rlhf.unlocked():  # SmolLM2's reward model: a head on π_ref's frozen trunk
+    config.rlhf.update(reward_init="pi_ref", reward_pooling="mean", reward_train="head")
   workdir = str(tmp_path / "run")
   summary = rlhf.run(config, workdir, verbose=False)
   assert "not pretrained here" in summary["pretrain"]["π_ref"]
