@@ -36,6 +36,11 @@ SPEC = {
     "value_coef": (0.5, 0.0, INF, False, True, "value-loss coefficient"),
     "entropy_coef": (0.0, 0.0, INF, False, True, "entropy-bonus coefficient"),
     "temperature": (1.0, 0.0, INF, True, True, "sampling temperature τ"),
+    "rc_cap": (2.0, 0.0, INF, True, True, "rollout correction: truncation C of TIS weights"),
+    "rc_low": (0.5, 0.0, INF, False, True, "rollout correction: lower bound of MIS / Geo-RS"),
+    "rc_high": (2.0, 0.0, INF, True, True, "rollout correction: upper bound of MIS / Geo-RS"),
+    "opsm_delta": (1e-3, 0.0, INF, False, True,
+                   "off-policy sequence mask: mean log-ratio δ past which A < 0 is dropped"),
 }
 
 

@@ -151,6 +151,19 @@ def build_policy(model_config, *, vocab_size: int, max_len: int,
                             masked_ids=tuple(int(i) for i in masked_ids))
 
 
+def with_compute_dtype(policy, dtype: str):
+  """The same policy (same parameters) computing in `dtype` ("float32" | "bfloat16"): a
+  bfloat16 sampler beside a float32 trainer, as an inference engine is."""
+  import dataclasses
+  cfg = getattr(policy, "cfg", None)
+  if cfg is None or not hasattr(cfg, "dtype"):
+    raise ValueError(f"config.sampler_dtype: {type(policy).__name__} has no compute dtype to "
+                     f"change.")
+  if dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"config.sampler_dtype must be 'float32' or 'bfloat16', got {dtype!r}.")
+  return dataclasses.replace(policy, cfg=dataclasses.replace(cfg, dtype=dtype))
+
+
 def refuse_mask(policy, mask, name: str) -> None:
   """A policy that takes prompts of one length refuses a prompt mask, naming itself."""
   if mask is not None:

@@ -14,7 +14,7 @@ from pg.policy import POLICIES
 STRUCTURAL = ("advantage", "policy_loss", "aggregation", "whiten_advantages", "kl_placement",
               "kl_estimator", "group_size", "num_prompts", "ppo_epochs", "num_minibatches",
               "model.num_layers", "model.d_model", "model.num_heads", "model.value_head",
-              "model.dtype")
+              "model.dtype", "rollout_correction", "staleness", "sampler_dtype")
 
 
 def base_config(imports=()):
@@ -42,6 +42,15 @@ def base_config(imports=()):
   c.grad_accum_steps = 1      # micro-batches per minibatch, gradients averaged (memory)
   c.share_prompts = True      # run a group's prompt once for its G samples (same numbers)
   c.max_grad_norm = 1.0
+  # Sampler–trainer mismatch (pg.core.rollout_correction): the sampler's compute dtype ("": the
+  # model's), samples drawn with the params of `staleness` updates ago (a ring buffer of past
+  # params in the state), and the correction ("none": PPO's ratio is against the sampler's
+  # log-probs; otherwise old log-probs are recomputed by the trainer and the policy loss is
+  # weighted per token by pg.core.rollout_correction.MODES) and the off-policy sequence mask.
+  c.sampler_dtype = ""
+  c.staleness = 0
+  c.rollout_correction = "none"
+  c.off_policy_mask = False
   c.on_nonfinite = "stop"     # NaN/inf reward, loss or gradient: "stop" (save, name it) | "skip"
   c.max_skipped_fraction = 0.1  # "skip": a run skipping more of its updates stops (exit != 0)
   c.logprob_chunk_size = ml_collections.config_dict.placeholder(int)

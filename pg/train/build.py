@@ -120,7 +120,24 @@ def aggregation(config) -> str:
   return mode
 
 
+def _check_rollout(config):
+  from pg.core.rollout_correction import MODES
+  mode = config.get("rollout_correction", "none")
+  if mode not in MODES:
+    raise ValueError(f"config.rollout_correction must be one of {MODES}, got {mode!r}.")
+  k = config.get("staleness", 0)
+  if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+    raise ValueError(f"config.staleness must be an int >= 0 (updates), got {k!r}.")
+  dtype = config.get("sampler_dtype", "")
+  if dtype not in ("", "float32", "bfloat16"):
+    raise ValueError(f"config.sampler_dtype must be '', 'float32' or 'bfloat16', got {dtype!r}.")
+  if not isinstance(config.get("off_policy_mask", False), bool):
+    raise ValueError(f"config.off_policy_mask must be True or False, got "
+                     f"{config.off_policy_mask!r}.")
+
+
 def _check_choices(config):
+  _check_rollout(config)
   if config.kl_placement not in KL_PLACEMENTS:
     raise ValueError(f"config.kl_placement must be one of {KL_PLACEMENTS}, "
                      f"got {config.kl_placement!r}.")

@@ -4,7 +4,8 @@ entropy bonus, the clipped value loss (with a critic) and a KL term (kl_placemen
     L = agg(ℓ_policy) + c_H · agg(−H) + c_V · token-mean(ℓ_value) + β · agg(kl)
 
 `batch` holds, per row: `prompts` (the prompt of each row, `[B, P]`), `tokens`, `mask`,
-`old_logp`, `advantages` (`[B, T]`), `loss_key` (a PRNG key per row, `[B, 2]`: the policy loss
+`old_logp`, `advantages` (`[B, T]`), by config `rc_weight` (rollout-correction weights, `[B, T]`),
+`loss_key` (a PRNG key per row, `[B, 2]`: the policy loss
 gets its minibatch's first), and by config `old_values` and `returns` (a critic) and `ref_logp`
 (a KL term in the loss).
 """
@@ -36,6 +37,8 @@ def make_loss(config, policy, aggregation: str, share_prompts: bool, prompt_mask
     key = batch["loss_key"][0] if "loss_key" in batch else None  # (the minibatch's first row's)
     inputs = pg.PolicyLossInputs(logp, batch["old_logp"], batch["advantages"], mask, key)
     policy_loss_BxT, loss_metrics = policy_loss_fn(inputs, hp)
+    if "rc_weight" in batch:  # rollout correction (pg.core.rollout_correction), no gradient
+      policy_loss_BxT = policy_loss_BxT * batch["rc_weight"]
     loss = pg.aggregate_loss(policy_loss_BxT, mask, aggregation)
     entropy_term = pg.aggregate_loss(pg.entropy_bonus(entropy, mask), mask, aggregation)
     loss = loss + hp["entropy_coef"] * entropy_term

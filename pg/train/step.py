@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import optax
 
 import pg
+from pg.core import rollout_correction as rc
 from pg.policy import sampler as sampler_lib
+from pg.policy.base import with_compute_dtype
 from pg.train.build import aggregation, shares_prompts
 from pg.train.loss import make_loss
 from pg.train.optim import optimizer
@@ -43,6 +45,9 @@ class TrainState:
   step: jax.Array          # int32: updates done
   hp: dict                 # swept hyperparameters (float32 scalars)
   halted: jax.Array        # bool: a non-finite quantity stopped this run (on_nonfinite="stop")
+  # config.staleness = k > 0: the params of the last k updates, `[k, ...]` per leaf (slot
+  # step % k holds those of update step − k, which the sampler draws with); else None.
+  past_params: Any = None
 
 
 def initial_params(config, policy):
@@ -79,6 +84,13 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
                                task.prompt_mask)
   gradient_step = make_gradient_step(config, loss_fn)
   start_params = initial_params(config, policy)
+  # Sampler–trainer mismatch (pg.core.rollout_correction): another compute dtype, stale params.
+  stale = config.get("staleness", 0)
+  sampler_policy = (with_compute_dtype(policy, config.sampler_dtype)
+                    if config.get("sampler_dtype") else policy)
+  correction = config.get("rollout_correction", "none")
+  recompute = correction != "none" or config.get("off_policy_mask", False)
+  mismatch = stale > 0 or sampler_policy is not policy
 
   def init(key, hp, start=start_params) -> TrainState:
     """A run's first state; `start` (default: the config's starting params, `init.start_params`)
@@ -89,10 +101,12 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     if start is not None:
       params = policy.warm_start(params, start)
     opt_state = optimizer(hp, config.max_grad_norm).init(params)
+    past = (jax.tree_util.tree_map(lambda x: jnp.repeat(x[None], stale, axis=0), params)
+            if stale else None)
     return TrainState(params=params, ref_params=params if use_ref else None,
                       opt_state=opt_state, baseline_state=pg.init_baseline_state(),
                       key=run_key, step=jnp.zeros((), jnp.int32), hp=hp,
-                      halted=jnp.zeros((), bool))
+                      halted=jnp.zeros((), bool), past_params=past)
 
   init.start_params = start_params
 
@@ -100,8 +114,10 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     """Prompts, samples, scores and the task's extra metrics of one update."""
     prompts_NxP = task.sample_prompts(prompt_key, config.num_prompts)
     prompts_BxP = constrain(jnp.repeat(prompts_NxP, G, axis=0))
+    behaviour = state.params if not stale else jax.tree_util.tree_map(
+        lambda r: r[state.step % stale], state.past_params)
     s = constrain(sampler_lib.sample(
-        policy, state.params, prompts_NxP, sample_key, max_new_tokens=T, eos_id=task.eos_id,
+        sampler_policy, behaviour, prompts_NxP, sample_key, max_new_tokens=T, eos_id=task.eos_id,
         pad_id=task.pad_id, temperature=state.hp["temperature"], group_size=G,
         prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids))
     scores_B, extra_B = task.score_and_extras(prompts_BxP, s.tokens_BxT, s.mask_BxT)
@@ -132,19 +148,24 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     """The gradient steps' batch (`pg.train.loss`), the advantage estimator's output and each
     row's KL to π_ref."""
     hp, mask = state.hp, s.mask_BxT
+    trainer_logp = values_BxT = None
+    if policy.has_values or mismatch or recompute:  # the trainer's own forward pass
+      trainer_logp, _, values_BxT = forward(state.params, prompts_BxP, s.tokens_BxT,
+                                            hp["temperature"])
+    # The behaviour log-probs PPO's ratio is taken against: the trainer's recompute when a
+    # correction is on, else the sampler's ("bypass"). KL to π_ref is the trained policy's.
+    own_logp = s.logp_BxT if trainer_logp is None or not mismatch else trainer_logp
     batch = {"prompts": prompts_BxP, "tokens": s.tokens_BxT, "mask": mask,
-             "old_logp": s.logp_BxT}
-    values_BxT = (forward(state.params, prompts_BxP, s.tokens_BxT, hp["temperature"])[2]
-                  if policy.has_values else None)
+             "old_logp": trainer_logp if recompute else s.logp_BxT}
     kl_to_ref_B = jnp.zeros((B,), jnp.float32)
     kl_reward = None
     if use_ref:
       ref_logp_BxT, _, _ = forward(state.ref_params, prompts_BxP, s.tokens_BxT,
                                    hp["temperature"])
       batch["ref_logp"] = ref_logp_BxT
-      kl_to_ref_B = pg.masked_sum(pg.kl_k1(s.logp_BxT, ref_logp_BxT), mask, axis=1)
+      kl_to_ref_B = pg.masked_sum(pg.kl_k1(own_logp, ref_logp_BxT), mask, axis=1)
       if config.kl_placement == "reward":
-        kl_reward = pg.kl_estimate(s.logp_BxT, ref_logp_BxT, config.kl_estimator)
+        kl_reward = pg.kl_estimate(own_logp, ref_logp_BxT, config.kl_estimator)
     adv = advantage_fn(advantage_inputs(state, prompts_BxP, scores_B, extra_B, mask, values_BxT,
                                         kl_reward), hp, state.baseline_state)
     advantages_BxT = adv.advantages_BxT
@@ -153,13 +174,25 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     batch["advantages"] = advantages_BxT
     if policy.has_values:
       batch["old_values"], batch["returns"] = values_BxT, adv.returns_BxT
-    return constrain(jax.lax.stop_gradient(batch)), adv, kl_to_ref_B
+    rc_metrics = {}
+    if mismatch or recompute:
+      weights, rejected = rc.correction_weights(correction, trainer_logp, s.logp_BxT, mask,
+                                                hp["rc_cap"], hp["rc_low"], hp["rc_high"])
+      if config.get("off_policy_mask", False):
+        keep, dropped = rc.off_policy_sequence_mask(trainer_logp, s.logp_BxT, advantages_BxT,
+                                                    mask, hp["opsm_delta"])
+        weights, rejected = weights * keep, jnp.maximum(rejected, dropped)
+      if recompute:
+        batch["rc_weight"] = weights
+      rc_metrics = rc.diagnostics(weights, rejected, trainer_logp, s.logp_BxT, mask)
+    return constrain(jax.lax.stop_gradient(batch)), adv, kl_to_ref_B, rc_metrics
 
   def update(state: TrainState, _):
     key = jax.random.fold_in(state.key, state.step)
     prompt_key, sample_key, perm_key = jax.random.split(key, 3)
     prompts_BxP, s, scores_B, extra_B = rollout(state, prompt_key, sample_key)
-    batch, adv, kl_to_ref_B = training_batch(state, prompts_BxP, s, scores_B, extra_B)
+    batch, adv, kl_to_ref_B, rc_metrics = training_batch(state, prompts_BxP, s, scores_B,
+                                                         extra_B)
     # Keys for losses that draw (Clip-Cov); a fold of the permutation key, so every other
     # number of the update is unchanged.
     batch["loss_key"] = constrain(jax.random.split(jax.random.fold_in(perm_key, 2**31 - 1), B))
@@ -182,6 +215,7 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     metrics, bad = update_metrics(step_metrics, reward_ok, state.halted, scores_B, batch,
                                   kl_to_ref_B, s.truncated_B)
     metrics.update({k: jnp.mean(v) for k, v in extra_B.items()})
+    metrics.update(rc_metrics)
     baseline_state = jax.tree_util.tree_map(lambda n, o: jnp.where(allowed, n, o), adv.state,
                                             state.baseline_state)
     # on_nonfinite = "stop": a run that met a non-finite quantity stays at its last good
@@ -189,8 +223,12 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     halted = state.halted | (bad & (config.get("on_nonfinite", "stop") == "stop"))
     if on_update is not None:  # after the update's metrics exist (a data dependency)
       jax.debug.callback(on_update, state.step, metrics["skipped"])
+    past = state.past_params
+    if stale:  # this update's starting params, read back `stale` updates from now
+      past = jax.tree_util.tree_map(lambda r, p: r.at[state.step % stale].set(p), past,
+                                    state.params)
     state = state.replace(params=params, opt_state=opt_state, baseline_state=baseline_state,
-                          step=state.step + 1, halted=halted)
+                          step=state.step + 1, halted=halted, past_params=past)
     return state, metrics
 
   def train_chunk(state: TrainState):
