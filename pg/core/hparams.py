@@ -41,6 +41,8 @@ SPEC = {
     "rc_high": (2.0, 0.0, INF, True, True, "rollout correction: upper bound of MIS / Geo-RS"),
     "opsm_delta": (1e-3, 0.0, INF, False, True,
                    "off-policy sequence mask: mean log-ratio δ past which A < 0 is dropped"),
+    "overlong_penalty_factor": (1.0, 0.0, INF, False, True,
+                                "weight of DAPO's overlong penalty in the reward"),
 }
 
 

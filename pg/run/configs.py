@@ -51,6 +51,12 @@ def base_config(imports=()):
   c.staleness = 0
   c.rollout_correction = "none"
   c.off_policy_mask = False
+  # Batch shaping (pg.core.shaping, DAPO): draw oversample × num_prompts groups and keep
+  # num_prompts whose scores differ (1: off); a soft length penalty over the last
+  # overlong_buffer tokens before max_new_tokens (0: off); truncated responses out of the loss.
+  c.oversample = 1
+  c.overlong_buffer = 0
+  c.mask_truncated = False
   c.on_nonfinite = "stop"     # NaN/inf reward, loss or gradient: "stop" (save, name it) | "skip"
   c.max_skipped_fraction = 0.1  # "skip": a run skipping more of its updates stops (exit != 0)
   c.logprob_chunk_size = ml_collections.config_dict.placeholder(int)

@@ -39,6 +39,7 @@ def build(config, task: tasks_lib.Task | None = None):
   if task is None:
     task = tasks_lib.make_task(config.task.name, **task_options(config))
   tasks_lib.check(task, config.num_prompts)
+  _check_shaping(config, task)
   advantage = _registration("advantage", config)
   _registration("policy_loss", config)
   aggregation(config)
@@ -134,6 +135,20 @@ def _check_rollout(config):
   if not isinstance(config.get("off_policy_mask", False), bool):
     raise ValueError(f"config.off_policy_mask must be True or False, got "
                      f"{config.off_policy_mask!r}.")
+
+
+def _check_shaping(config, task):
+  f = config.get("oversample", 1)
+  if isinstance(f, bool) or not isinstance(f, int) or f < 1:
+    raise ValueError(f"config.oversample must be an int >= 1 (1: no dynamic sampling), got "
+                     f"{f!r}.")
+  if f > 1 and config.group_size < 2:
+    raise ValueError(f"config.oversample = {f} keeps groups whose scores differ, which needs "
+                     f"config.group_size >= 2, got {config.group_size}.")
+  buf = config.get("overlong_buffer", 0)
+  if isinstance(buf, bool) or not isinstance(buf, int) or not 0 <= buf <= task.max_new_tokens:
+    raise ValueError(f"config.overlong_buffer must be an int in [0, max_new_tokens = "
+                     f"{task.max_new_tokens}] (0: off), got {buf!r}.")
 
 
 def _check_choices(config):

@@ -27,6 +27,7 @@ import optax
 
 import pg
 from pg.core import rollout_correction as rc
+from pg.core import shaping
 from pg.policy import sampler as sampler_lib
 from pg.policy.base import with_compute_dtype
 from pg.train.build import aggregation, shares_prompts
@@ -110,9 +111,14 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
 
   init.start_params = start_params
 
+  oversample = config.get("oversample", 1)
+  overlong = config.get("overlong_buffer", 0)
+
   def rollout(state: TrainState, prompt_key, sample_key):
-    """Prompts, samples, scores and the task's extra metrics of one update."""
-    prompts_NxP = task.sample_prompts(prompt_key, config.num_prompts)
+    """Prompts, samples, scores (shaped) and the task's extra metrics of one update, with the
+    batch-shaping metrics; with config.oversample = f > 1, f·num_prompts groups are drawn and
+    num_prompts kept (`pg.core.shaping`)."""
+    prompts_NxP = task.sample_prompts(prompt_key, config.num_prompts * oversample)
     prompts_BxP = constrain(jnp.repeat(prompts_NxP, G, axis=0))
     behaviour = state.params if not stale else jax.tree_util.tree_map(
         lambda r: r[state.step % stale], state.past_params)
@@ -121,7 +127,26 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
         pad_id=task.pad_id, temperature=state.hp["temperature"], group_size=G,
         prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids))
     scores_B, extra_B = task.score_and_extras(prompts_BxP, s.tokens_BxT, s.mask_BxT)
-    return prompts_BxP, s, scores_B, extra_B
+    shaped_B, shape_metrics = scores_B, {}
+    if overlong:  # DAPO's soft length penalty, part of the reward the advantages see
+      penalty_B = shaping.overlong_penalty(jnp.sum(s.mask_BxT, axis=1), T, overlong)
+      shaped_B = scores_B + state.hp["overlong_penalty_factor"] * penalty_B
+      shape_metrics["overlong_penalty"] = jnp.mean(penalty_B)
+    if oversample > 1:  # dynamic sampling: keep groups whose shaped scores differ
+      chosen_N, kept_N = shaping.select_groups(shaped_B, G, config.num_prompts,
+                                               jax.random.fold_in(sample_key, 7))
+      shape_metrics["dynamic_informative_share"] = jnp.mean(
+          shaping.informative_groups(shaped_B, G))
+      shape_metrics["dynamic_kept_fraction"] = jnp.mean(kept_N)
+      pick = lambda x: shaping.gather_groups(x, chosen_N, G)
+      prompts_BxP, scores_B, shaped_B = pick(prompts_BxP), pick(scores_B), pick(shaped_B)
+      s = jax.tree_util.tree_map(pick, s)
+      extra_B = {k: pick(v) for k, v in extra_B.items()}
+      # Too few informative groups: the rest stay in the batch's shape, masked out.
+      s = s._replace(mask_BxT=s.mask_BxT * jnp.repeat(kept_N, G)[:, None])
+      prompts_BxP, s = constrain(prompts_BxP), constrain(s)
+    extra_B = {**extra_B, "_shaped_score": shaped_B}
+    return prompts_BxP, s, scores_B, extra_B, shape_metrics
 
   def greedy_scores(state: TrainState, prompts_BxP):
     """Each row's prompt answered greedily and scored (ReMax's baseline), `[B]`."""
@@ -131,6 +156,9 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
         eos_id=task.eos_id, pad_id=task.pad_id, temperature=state.hp["temperature"],
         prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids, greedy=True)
     scores_N, _ = task.score_and_extras(prompts_NxP, g.tokens_BxT, g.mask_BxT)
+    if overlong:  # the same reward as the samples'
+      scores_N = scores_N + state.hp["overlong_penalty_factor"] * shaping.overlong_penalty(
+          jnp.sum(g.mask_BxT, axis=1), T, overlong)
     return jax.lax.stop_gradient(jnp.repeat(scores_N, G))
 
   def advantage_inputs(state, prompts_BxP, scores_B, extra_B, mask, values_BxT, kl_reward):
@@ -172,6 +200,8 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     if config.whiten_advantages:
       advantages_BxT = pg.masked_whiten(advantages_BxT, mask, eps=hp["adv_eps"])
     batch["advantages"] = advantages_BxT
+    if config.get("mask_truncated", False):  # DAPO's overlong filtering: out of the loss
+      batch["mask"] = mask * (1.0 - s.truncated_B.astype(jnp.float32))[:, None]
     if policy.has_values:
       batch["old_values"], batch["returns"] = values_BxT, adv.returns_BxT
     rc_metrics = {}
@@ -190,8 +220,9 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
   def update(state: TrainState, _):
     key = jax.random.fold_in(state.key, state.step)
     prompt_key, sample_key, perm_key = jax.random.split(key, 3)
-    prompts_BxP, s, scores_B, extra_B = rollout(state, prompt_key, sample_key)
-    batch, adv, kl_to_ref_B, rc_metrics = training_batch(state, prompts_BxP, s, scores_B,
+    prompts_BxP, s, scores_B, extra_B, shape_metrics = rollout(state, prompt_key, sample_key)
+    shaped_B = extra_B.pop("_shaped_score")
+    batch, adv, kl_to_ref_B, rc_metrics = training_batch(state, prompts_BxP, s, shaped_B,
                                                          extra_B)
     # Keys for losses that draw (Clip-Cov); a fold of the permutation key, so every other
     # number of the update is unchanged.
@@ -216,6 +247,7 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
                                   kl_to_ref_B, s.truncated_B)
     metrics.update({k: jnp.mean(v) for k, v in extra_B.items()})
     metrics.update(rc_metrics)
+    metrics.update(shape_metrics)
     baseline_state = jax.tree_util.tree_map(lambda n, o: jnp.where(allowed, n, o), adv.state,
                                             state.baseline_state)
     # on_nonfinite = "stop": a run that met a non-finite quantity stays at its last good

@@ -334,7 +334,7 @@ HP_VALUES = {
     "dppo_kl_low": (0.05, 0.01, 0.2), "dppo_kl_high": (0.05, 0.02, 0.3),
     "dppo_ratio_cap": (20.0, 2.0, 5.0), "tis_cap": (2.0, 1.5, 5.0),
     "rc_cap": (2.0, 1.5, 5.0), "rc_low": (0.5, 0.2, 0.8), "rc_high": (2.0, 1.5, 3.0),
-    "opsm_delta": (1e-3, 0.0, 0.1),
+    "opsm_delta": (1e-3, 0.0, 0.1), "overlong_penalty_factor": (1.0, 0.5, 2.0),
     "clip_cov_ratio": (0.2, 0.5, 1.0), "clip_cov_low": (-1.0, 0.0, -5.0),
     "clip_cov_high": (5.0, 0.1, 0.5), "kl_cov_ratio": (0.2, 0.5, 1.0),
     "kl_cov_coef": (1.0, 0.0, 3.0),
