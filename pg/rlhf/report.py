@@ -43,6 +43,43 @@ def final(x_SxU):
   return plotting.finite_mean(x_SxU[:, -window:], axis=1)
 
 
+def first(x_SxU):
+  """Each seed's mean over the first 10% of updates."""
+  window = max(1, x_SxU.shape[1] // 10)
+  return plotting.finite_mean(x_SxU[:, :window], axis=1)
+
+
+def one_sample(x):
+  """(mean, 95% t half-width, two-sided p of mean = 0) of the finite values of `x`."""
+  from scipy import stats
+  x = np.asarray(x, np.float64)
+  x = x[np.isfinite(x)]
+  if len(x) < 2:
+    return float(np.mean(x)) if len(x) else np.nan, np.nan, np.nan
+  se = np.std(x, ddof=1) / np.sqrt(len(x))
+  half = float(stats.t.ppf(0.975, len(x) - 1) * se)
+  p = float(stats.ttest_1samp(x, 0.0).pvalue) if se > 0 else (0.0 if np.mean(x) else 1.0)
+  return float(np.mean(x)), half, p
+
+
+def change_table(c) -> tuple[str, dict]:
+  """Markdown: per β, gold and proxy from each run's first 10% of updates to its last 10%
+  (mean change ± 95% t-interval across seeds, one-sample t-test p): did RL move them?"""
+  rows, numbers = [], {}
+  for beta in sorted(c):
+    cells = [f"{beta:g}", str(c[beta]["gold_score"].shape[0])]
+    for k in ("gold_score", "mean_score"):
+      start, end = first(c[beta][k]), final(c[beta][k])
+      d, half, p = one_sample(end - start)
+      cells.append(f"{np.nanmean(start):.3f} → {np.nanmean(end):.3f}: {d:+.3f} ± {half:.3f} "
+                   f"(p = {p:.2g})")
+      numbers[f"β = {beta:g}: {k} change"] = d
+      numbers[f"β = {beta:g}: {k} change p"] = p
+    rows.append(cells)
+  return markdown_table(["β", "seeds", "gold: first 10% → last 10%, change (95%)",
+                         "proxy: first 10% → last 10%, change (95%)"], rows), numbers
+
+
 def tests_table(c) -> tuple[str, dict]:
   """Markdown: per β the final gold, proxy and KL (± 95% t-interval across seeds), then each β
   against the smallest (difference, Welch interval, p); and the same numbers as a dict."""
@@ -100,7 +137,10 @@ def gold_vs_proxy(rows, default_beta, workdir) -> dict:
   fig.savefig(os.path.join(workdir, "gold_vs_proxy.png"), dpi=120)
   plt.close(fig)
   table, numbers = tests_table(c)
+  changes, change_numbers = change_table(c)
   with open(os.path.join(workdir, "tests.md"), "w") as f:
     f.write(table + "\n\nFinal = each run's mean over its last 10% of updates; ± is a 95% "
-            "t-interval across seeds; p: two-sided Welch t-test across seeds.\n")
-  return numbers
+            "t-interval across seeds; p: two-sided Welch t-test across seeds.\n\n" + changes +
+            "\n\nChange = each run's last 10% minus its first 10% of updates; ± a 95% "
+            "t-interval across seeds; p: two-sided one-sample t-test of no change.\n")
+  return {**numbers, **change_numbers}

@@ -322,6 +322,21 @@ def test_the_welch_test_and_the_tests_table():
   assert "| 0.1 − 0 |" in table and numbers["β = 0.1 − 0: gold_score difference"] == pytest.approx(0.1)
 
 
+def test_the_change_table_tests_each_runs_first_against_its_last_updates():
+  """Gold rising by 0.5 + 0.1·seed in every run: the change, its t-interval and the one-sample
+  t-test are scipy's on the per-run differences."""
+  from scipy import stats
+  from pg.rlhf import report
+  rows = [{"kl_coef": 0.0, "seed": s, "update": u, "mean_score": 0.0, "kl_to_ref": 1.0,
+           "gold_score": (0.5 + 0.1 * s) * (u >= 10)} for s in range(3) for u in range(20)]
+  table, numbers = report.change_table(report.curves(rows, 0.0))
+  changes = np.array([0.5, 0.6, 0.7])
+  assert numbers["β = 0: gold_score change"] == pytest.approx(changes.mean())
+  assert numbers["β = 0: gold_score change p"] == pytest.approx(
+      stats.ttest_1samp(changes, 0.0).pvalue)
+  assert "0.000 → 0.600: +0.600 ±" in table
+
+
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
