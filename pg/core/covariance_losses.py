@@ -90,7 +90,9 @@ def kl_cov_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, kl_ratio=
   delta = log_ratio(logp_BxT, jax.lax.stop_gradient(old_logp_BxT))
   cov = token_covariance(logp_BxT, adv, m)
   top = (m > 0) & (_rank(jnp.where(m > 0, -cov, INF)) < _count(kl_ratio, m))
-  loss = -adv * jnp.exp(delta) + jnp.where(top, kl_coef * jnp.abs(delta), 0.0)
+  # |δ| with the subgradient 0 at δ = 0 (as torch's abs), so at ρ = 1 KL-Cov is REINFORCE.
+  abs_delta = delta * jnp.sign(jax.lax.stop_gradient(delta))
+  loss = -adv * jnp.exp(delta) + jnp.where(top, kl_coef * abs_delta, 0.0)
   return loss * m, top.astype(jnp.float32)
 
 

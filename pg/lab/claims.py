@@ -28,6 +28,7 @@ import numpy as np
 
 import pg
 from pg.lab import problems
+from pg.lab import offpolicy
 from pg.lab.estimates import (AdvantageError, constant_over_tokens, estimator_names,
                               gae_advantage_error, group_estimates, needs_values)
 from pg.lab.problems import Problem
@@ -264,6 +265,8 @@ class Measurements(NamedTuple):
   credit: Credit          # claim 3
   lambdas: tuple          # claim 4, LambdaSweep per critic
   collapse: Collapse      # claim 5
+  staleness: offpolicy.Staleness  # stale samples and rollout correction, exact
+  losses: tuple           # offpolicy.LossCheck per registered policy loss
 
 
 def measure(seed: int, sizes, seeds: int, sweep_workdir: Optional[str] = None) -> Measurements:
@@ -278,5 +281,6 @@ def measure(seed: int, sizes, seeds: int, sweep_workdir: Optional[str] = None) -
       bias_and_variance(problem, estimators, sizes, jax.random.fold_in(key, 1)),
       credit_assignment(num_groups, jax.random.fold_in(key, 3)),
       lambda_tradeoff(problem, num_groups, max(sizes), jax.random.fold_in(key, 4)),
-      collapse(collapse_config(seeds), sweep_workdir))
+      collapse(collapse_config(seeds), sweep_workdir),
+      offpolicy.staleness(problem), offpolicy.on_policy_losses(problem))
 

@@ -97,8 +97,17 @@ def advantages(p: Problem, estimator: str, tokens_BxT, index_B, group_size: int,
     values = values_NxT[index_B] + offset
   mean = tabular.exact_expectation(p.theta, p.seqs_NxT, p.scores_N) + offset
   state = {"ema_value": jnp.asarray(mean, jnp.float32), "ema_weight": jnp.ones((), jnp.float32)}
-  inputs = pg.AdvantageInputs(scores_B, mask_BxT, values, group_size=group_size)
-  return _jitted(pg.get_advantage(estimator))(inputs, hp, state).advantages_BxT
+  registration = pg.get_advantage(estimator)
+  extra = {}
+  if registration.needs_greedy:  # ReMax: the greedy response's score, one per problem
+    extra["baseline_scores_B"] = jnp.full(scores_B.shape, p.scores_N[problems.greedy_index(p)]
+                                          + offset)
+  if registration.needs_components and p.components_KxN is not None:  # GDPO: r = Σ_k r_k
+    components = p.components_KxN[:, index_B]
+    extra["components_KxB"] = components.at[0].add(offset)  # the offset joins one part
+    extra["component_weights_K"] = jnp.ones(components.shape[0], jnp.float32)
+  inputs = pg.AdvantageInputs(scores_B, mask_BxT, values, group_size=group_size, **extra)
+  return _jitted(registration)(inputs, hp, state).advantages_BxT
 
 
 def group_estimates(p: Problem, estimator: str, num_groups: int, group_size: int, key,

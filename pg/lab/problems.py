@@ -15,7 +15,7 @@ Critics of controlled quality, for the estimators that need one:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,14 @@ class Problem(NamedTuple):
   scores_N: jax.Array    # r(y) for each
   vocab_size: int
   length: int
+  components_KxN: Optional[jax.Array] = None  # r = Σ_k r_k, when the score has parts (GDPO)
+
+
+def toy_reward_parts(tokens_BxT, target_token: int = 2):
+  """The toy score's two parts, `[2, B]`: the share of target tokens, and 1 when the first
+  and last tokens match."""
+  hits_B = jnp.mean((tokens_BxT == target_token).astype(jnp.float32), axis=1)
+  return jnp.stack([hits_B, (tokens_BxT[:, 0] == tokens_BxT[:, -1]).astype(jnp.float32)])
 
 
 def toy_reward(tokens_BxT, target_token: int = 2):
@@ -39,19 +47,32 @@ def toy_reward(tokens_BxT, target_token: int = 2):
       r(y) = (1/T) Σ_t 1[y_t = target] + 1[y_0 = y_{T−1}]
 
   (the share of target tokens, plus 1 when the first and last tokens match)."""
-  hits_B = jnp.mean((tokens_BxT == target_token).astype(jnp.float32), axis=1)
-  return hits_B + (tokens_BxT[:, 0] == tokens_BxT[:, -1]).astype(jnp.float32)
+  return jnp.sum(toy_reward_parts(tokens_BxT, target_token), axis=0)
 
 
-def _problem(scores_fn, vocab_size, length, seed, scale) -> Problem:
+def _problem(scores_fn, vocab_size, length, seed, scale, parts_fn=None) -> Problem:
   seqs_NxT = tabular.all_sequences(vocab_size, length)
   theta = tabular.init_params(jax.random.PRNGKey(seed), vocab_size, length, scale=scale)
-  return Problem(theta, seqs_NxT, scores_fn(seqs_NxT), vocab_size, length)
+  parts = None if parts_fn is None else parts_fn(seqs_NxT)
+  return Problem(theta, seqs_NxT, scores_fn(seqs_NxT), vocab_size, length, parts)
 
 
 def default_problem(vocab_size=3, length=4, seed=0, scale=0.7) -> Problem:
-  """V = 3, T = 4 (81 sequences), θ ~ N(0, 0.7²); r = `toy_reward` with target token 2."""
-  return _problem(toy_reward, vocab_size, length, seed, scale)
+  """V = 3, T = 4 (81 sequences), θ ~ N(0, 0.7²); r = `toy_reward` with target token 2 (its two
+  parts kept as components)."""
+  return _problem(toy_reward, vocab_size, length, seed, scale, toy_reward_parts)
+
+
+def greedy_index(p: Problem) -> int:
+  """The index of the most likely token at every step (π_θ's greedy response) in the list."""
+  return int(jnp.argmax(_greedy_mask(p)))
+
+
+def _greedy_mask(p: Problem):
+  """1 on the one listed sequence that is greedy at every position, else 0, `[N]`."""
+  logits_NxTxV = tabular.logits(p.theta, p.seqs_NxT)
+  greedy_NxT = jnp.argmax(logits_NxTxV, axis=-1) == p.seqs_NxT
+  return jnp.all(greedy_NxT, axis=1).astype(jnp.float32)
 
 
 def needle_problem(vocab_size=3, length=6, position=1, symbol=2, seed=0, scale=0.7) -> Problem:

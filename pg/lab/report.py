@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pg.lab import claims, findings, problems  # noqa: E402
+from pg.lab import claims, findings, offpolicy, problems  # noqa: E402
 from pg.lab.claims import GROUP_SIZE, LAMBDAS, NEEDLE_FIRST_IRRELEVANT, OFFSET  # noqa: E402
 from pg.lab.estimates import needs_values  # noqa: E402
 from pg.lab.findings import names, pm  # noqa: E402
@@ -185,6 +185,12 @@ def fields(m: claims.Measurements, elapsed: float) -> dict:
       num_prompts=c5.num_prompts, claim_5_group_size=c5.group_size,
       sweep_where=_sweep_where(m.collapse), table_5=claim_5_table(m.collapse.cells),
       text_5=findings.claim_5_text(m.collapse.cells),
+      staleness_steps=offpolicy.STEPS, staleness_step_size=f"{offpolicy.STEP_SIZE:g}",
+      staleness_cap=f"{offpolicy.CAP:g}", staleness_band=f"[{offpolicy.LOW:g}, {offpolicy.HIGH:g}]",
+      staleness_table=offpolicy.staleness_table(m.staleness),
+      staleness_text=offpolicy.staleness_text(m.staleness),
+      losses=names(tuple(c.loss for c in m.losses)),
+      losses_table=offpolicy.losses_table(m.losses), losses_text=offpolicy.losses_text(m.losses),
       elapsed=f"{elapsed:.0f}", cpus=os.cpu_count())
 
 

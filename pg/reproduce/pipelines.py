@@ -164,5 +164,9 @@ def _collapse(collapse) -> str:
 
 
 def lab_brief(m) -> str:
-  """Three bullets on claims 3, 4 and 5, every number and verdict from `m`."""
-  return "\n".join([_credit(m.credit), _lambda(m.lambdas), _collapse(m.collapse)])
+  """Bullets on claims 3, 4 and 5, stale samples and the losses on-policy, every number and
+  verdict from `m`."""
+  from pg.lab import offpolicy
+  return "\n".join([_credit(m.credit), _lambda(m.lambdas), _collapse(m.collapse),
+                    "- **Stale samples.** " + offpolicy.staleness_text(m.staleness),
+                    "- **Losses on-policy.** " + offpolicy.losses_text(m.losses)])

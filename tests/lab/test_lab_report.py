@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+from pg.lab import offpolicy
 from pg.lab import claims, findings, problems, report
 from pg.lab.estimates import AdvantageError
 from pg.lab.statistics import Estimate, credit_statistics, statistics_of
@@ -79,7 +80,14 @@ def measured():
       claims.Credit(needle, np.linalg.norm(needle_D.reshape(needle.length, -1), axis=1), "gae",
                     cases),
       (lambda_sweep("exact", exact_D, 0.0), lambda_sweep("noisy, σ = 0.1", exact_D, 0.2)),
-      claims.Collapse(claims.collapse_config(4), CELLS, None))
+      claims.Collapse(claims.collapse_config(4), CELLS, None),
+      offpolicy.Staleness((0, 4), {0: 0.0, 4: 0.1}, ("none", "sequence IS (no cap)"),
+                          {("none", 0): offpolicy.Cell(0.0, 1.0),
+                           ("none", 4): offpolicy.Cell(0.5, 2.0),
+                           ("sequence IS (no cap)", 0): offpolicy.Cell(0.0, 1.0),
+                           ("sequence IS (no cap)", 4): offpolicy.Cell(0.0, 0.5)}, 1.0),
+      (offpolicy.LossCheck("reinforce", "token-mean", 0.0),
+       offpolicy.LossCheck("clip_cov", "token-mean", 0.04)))
 
 
 def test_the_template_has_a_field_for_every_placeholder_and_no_other(measured):
