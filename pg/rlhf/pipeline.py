@@ -57,7 +57,7 @@ POSITIVE_FLOATS = ("pretrain_lr", "reward_lr", "bt_temperature")
 # The config's `rlhf` block: every field the pipeline reads (`pg.run.schema` refuses others).
 BLOCK_FIELDS = POSITIVE_INTS + POSITIVE_FLOATS + ("heldout_fraction", "pi_ref", "prompts",
                                                   "reward_init", "reward_pooling",
-                                                  "reward_train")
+                                                  "reward_train", "eval_prompts", "eval_samples")
 # The reward model's trunk: π_ref's weights, or a fresh one of the same architecture.
 REWARD_INITS = ("pi_ref", "scratch")
 # Its score: the head at the last token, or the head's mean over the response's tokens.
@@ -234,6 +234,17 @@ def stage_report(config, workdir, verbose=True):
   betas = sorted({r.get("kl_coef", default_beta) for r in rows})
   with open(_path(workdir, "samples.md"), "w") as f:
     f.write(samples_before_after(config, workdir, betas))
+  if config.rlhf.get("eval_prompts", 0):
+    from pg.rlhf import evaluate
+    tok = parts.tokenizer(config, workdir)
+    policy = parts.make_policy(config, workdir, tok=tok)
+    policies = [({"seed": ""}, pretrained_tree(policy))] + final_policies(workdir)
+    table, numbers = evaluate.gold_evaluation(
+        config, tok, policy, make_task(config, workdir, tok), policies,
+        lambda label: label.get("kl_coef", default_beta))
+    with open(_path(workdir, "evaluation.md"), "w") as f:
+      f.write(table)
+    out.update(numbers)
   return out
 
 
@@ -299,6 +310,12 @@ def validate(config):
   if r.get("reward_init", "pi_ref") not in REWARD_INITS:
     raise ValueError(f"config.rlhf.reward_init must be one of {REWARD_INITS}, got "
                      f"{r.reward_init!r}.")
+  for name in ("eval_prompts", "eval_samples"):
+    v = r.get(name, 0)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+      raise ValueError(f"config.rlhf.{name} must be an int >= 0, got {v!r}.")
+  if r.get("eval_prompts", 0) and r.get("eval_samples", 4) < 1:
+    raise ValueError("config.rlhf.eval_samples must be >= 1 when eval_prompts is set.")
   if r.get("reward_pooling", "last") not in REWARD_POOLINGS:
     raise ValueError(f"config.rlhf.reward_pooling must be one of {REWARD_POOLINGS}, got "
                      f"{r.reward_pooling!r}.")
@@ -391,6 +408,9 @@ def run(config, workdir, stages=STAGES, verbose=True):
   body = markdown_table(["stage", "metric", "value"], rows) + "\n"
   if os.path.exists(_path(workdir, "tests.md")):
     body += "\n## Gold and proxy between β\n\n" + open(_path(workdir, "tests.md")).read()
+  if os.path.exists(_path(workdir, "evaluation.md")):
+    body += ("\n## Gold after RL, on fresh responses\n\n"
+             + open(_path(workdir, "evaluation.md")).read())
   if os.path.exists(_path(workdir, "samples.md")):
     body += "\n## Samples before and after RL\n\n" + open(_path(workdir, "samples.md")).read()
   with open(_path(workdir, "summary.md"), "w") as f:

@@ -279,6 +279,8 @@ def test_the_bpe_round_trips_text_and_ends_documents(tmp_path):
     ({"reward_pooling": "max"}, "config.rlhf.reward_pooling must be one of"),
     ({"reward_train": "trunk"}, "config.rlhf.reward_train must be one of"),
     ({"reward_train": "head", "reward_init": "scratch"}, "set config.rlhf.reward_init = 'pi_ref'"),
+    ({"eval_prompts": -1}, "config.rlhf.eval_prompts must be an int >= 0"),
+    ({"eval_prompts": 8, "eval_samples": 0}, "config.rlhf.eval_samples must be >= 1"),
 ])
 def test_reward_model_options_are_checked_by_name(fields, match):
   config = tiny_rlhf()
@@ -360,7 +362,8 @@ def test_a_checkpoint_of_your_own_with_chat_prompts(pipeline, tmp_path):
   config = tiny_rlhf()
   config.rlhf.update(pi_ref=mine, prompts="chat", prompt_len=88)
   with config.rlhf.unlocked():  # SmolLM2's reward model: a head on π_ref's frozen trunk
-    config.rlhf.update(reward_init="pi_ref", reward_pooling="mean", reward_train="head")
+    config.rlhf.update(reward_init="pi_ref", reward_pooling="mean", reward_train="head",
+                       eval_prompts=4, eval_samples=2)
   workdir = str(tmp_path / "run")
   summary = rlhf.run(config, workdir, verbose=False)
   assert "not pretrained here" in summary["pretrain"]["π_ref"]
@@ -370,4 +373,7 @@ def test_a_checkpoint_of_your_own_with_chat_prompts(pipeline, tmp_path):
   rows = [json.loads(line) for line in open(os.path.join(workdir, "rl", "results.jsonl"))]
   first = [r for r in rows if r["update"] == 0]
   assert first and all(abs(r["kl_to_ref"]) < 1e-4 for r in first), first
-  assert "Write one sentence about" in open(os.path.join(workdir, "summary.md")).read()
+  summary_md = open(os.path.join(workdir, "summary.md")).read()
+  assert "Write one sentence about" in summary_md
+  assert "## Gold after RL, on fresh responses" in summary_md  # 4 prompts × 2 per policy
+  assert summary_md.count("| β = 0.1 | ") >= 1 and "p (one-sample t-test)" in summary_md
