@@ -4,7 +4,7 @@ the fork's own task ("distinct", a Python reward), all imported by `config.impor
     python experiments/train.py --config experiments/fork_example/rank_kl_config.py
 
 "rank" reads the scores only; the −β·kl_t per-token penalty reaches its advantages through the
-registry's composition (pg.registry), as it does for the built-in RLOO. About 40 s on a 2-core
+registry's composition (pg.registry), as it does for the built-in RLOO. About 20 s on a 2-core
 CPU (2 seeds × 60 updates).
 """
 
