@@ -102,6 +102,7 @@ def test_bad_hyperparameters_are_refused_naming_the_field(field, value):
     pg.make_hparams(**{field: value})
 
 
+@pytest.mark.slow  # a whole training run; default suite under 9 min, CI runs it
 def test_the_train_step_hands_clip_cov_a_key_per_minibatch():
   from tiny_config import run_chunks, tiny
   c = tiny(policy_loss="clip_cov", ppo_epochs=2, num_minibatches=2)

@@ -172,6 +172,7 @@ def test_component_shapes_are_checked_by_name():
          component_weights_K=jnp.ones(3))
 
 
+@pytest.mark.slow  # a whole training run; default suite under 9 min, CI runs it
 def test_remax_trains_with_a_greedy_baseline_drawn_in_the_step():
   c = tiny(advantage="remax", group_size=2)
   _, m, _ = run_chunks(c, 1)

@@ -227,6 +227,7 @@ def test_training_on_a_text_task_logs_the_reward_components():
   np.testing.assert_allclose(m["format"] + m["no_answer"], 1.0, atol=1e-6)
 
 
+@pytest.mark.slow  # a whole training run; default suite under 9 min, CI runs it
 def test_gdpo_trains_on_a_text_tasks_reward_components():
   """GDPO reads the verifier's components and weights from the task (Task.component_weights)."""
   c = tiny(model=dict(LLAMA), updates_per_chunk=2, advantage="gdpo")

@@ -7,6 +7,7 @@ from pg import train
 from tiny_config import run_chunks, tiny
 
 
+@pytest.mark.slow  # a whole training run; default suite under 9 min, CI runs it
 def test_dynamic_sampling_keeps_informative_groups_and_logs_the_share():
   _, m, _ = run_chunks(tiny(oversample=3), 1)
   assert np.all(m["dynamic_kept_fraction"] >= m["dynamic_informative_share"] - 1e-6)
@@ -14,6 +15,7 @@ def test_dynamic_sampling_keeps_informative_groups_and_logs_the_share():
   assert np.all(np.isfinite(m["loss"]))
 
 
+@pytest.mark.slow  # a whole training run; default suite under 9 min, CI runs it
 def test_the_overlong_penalty_is_logged_and_leaves_mean_score_the_tasks():
   c = tiny(overlong_buffer=2)
   c.task.name, c.task.options = "count_up", {}
@@ -23,6 +25,7 @@ def test_the_overlong_penalty_is_logged_and_leaves_mean_score_the_tasks():
   assert np.all((m["mean_score"] >= 0) & (m["mean_score"] <= 1))  # the task's own score
 
 
+@pytest.mark.slow  # a whole training run; default suite under 9 min, CI runs it
 def test_truncated_responses_leave_the_loss():
   """target_token has no end token, so every response is truncated: with mask_truncated every
   token leaves the loss and nothing moves."""

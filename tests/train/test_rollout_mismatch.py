@@ -11,12 +11,14 @@ from pg.train import step as step_lib
 from tiny_config import run_chunks, tiny
 
 
+@pytest.mark.slow  # a whole training run; default suite under 9 min, CI runs it
 def test_no_mismatch_changes_nothing():
   """Defaults: no extra metrics, the same numbers as a config without the new fields."""
   _, m, _ = run_chunks(tiny(), 1)
   assert "mismatch_k3" not in m and "is_ess" not in m
 
 
+@pytest.mark.slow  # a whole training run; default suite under 9 min, CI runs it
 def test_a_bfloat16_sampler_is_measured_and_corrected():
   c = tiny(sampler_dtype="bfloat16", rollout_correction="token_tis")
   _, m, _ = run_chunks(c, 1)
@@ -48,6 +50,7 @@ def test_staleness_samples_with_the_params_of_k_updates_ago(k):
   assert np.all(m["mismatch_k3"] > 0)  # stale samples: the trainer has moved since
 
 
+@pytest.mark.slow  # a whole training run; default suite under 9 min, CI runs it
 def test_staleness_zero_and_one_differ_only_by_the_behaviour_params():
   _, m0, _ = run_chunks(tiny(num_seeds=1), 1)
   _, m1, _ = run_chunks(tiny(num_seeds=1, staleness=1), 1)
@@ -66,6 +69,7 @@ def test_bad_settings_are_refused_by_name(field, value, match):
     train.build(tiny(**{field: value}))
 
 
+@pytest.mark.slow  # a whole training run; default suite under 9 min, CI runs it
 def test_the_off_policy_mask_drops_moved_negative_sequences():
   c = tiny(staleness=2, off_policy_mask=True)
   c.hparams.opsm_delta = 0.0
