@@ -38,6 +38,13 @@ def same_shape(fn: str, names_and_arrays: dict) -> None:
     shape(fn, name, x, _shape(first), f"`{first_name}`")
 
 
+def loss_arrays(fn: str, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT) -> None:
+  """A policy loss's four per-token arrays: `logp_BxT` of rank 2 and all four one shape."""
+  rank(fn, "logp_BxT", logp_BxT, 2)
+  same_shape(fn, {"logp_BxT": logp_BxT, "old_logp_BxT": old_logp_BxT,
+                  "advantages_BxT": advantages_BxT, "mask_BxT": mask_BxT})
+
+
 def integer(fn: str, name: str, x) -> None:
   if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
     raise TypeError(f"{fn}: `{name}` must hold integer token ids, got dtype {jnp.result_type(x)}.")

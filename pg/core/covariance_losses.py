@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from pg.core import _checks
 from pg.core.kl import log_ratio
 from pg.core.masked import masked_mean
-from pg.core.policy_losses import ratio_metrics
+from pg.core.policy_losses import loss_metrics
 from pg.core.registry import PolicyLossInputs, register_policy_loss
 
 INF = float("inf")
@@ -58,9 +58,7 @@ def clip_cov_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, key=Non
   """Clip-Cov's loss `[B, T]` and detached_BxT (1.0 on the tokens drawn). Arguments as PPO's:
   log-probs of the sampled tokens t ∈ [0, T) of rows b ∈ [0, B); `key` for the draw."""
   fn = "clip_cov_surrogate"
-  _checks.rank(fn, "logp_BxT", logp_BxT, 2)
-  _checks.same_shape(fn, {"logp_BxT": logp_BxT, "old_logp_BxT": old_logp_BxT,
-                          "advantages_BxT": advantages_BxT, "mask_BxT": mask_BxT})
+  _checks.loss_arrays(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
   _checks.in_range(fn, "clip_ratio", clip_ratio, 0.0, 1.0, lo_open=True)
   m = jnp.asarray(mask_BxT, jnp.float32)
   adv = jax.lax.stop_gradient(jnp.asarray(advantages_BxT, jnp.float32))
@@ -81,9 +79,7 @@ def kl_cov_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, kl_ratio=
                      kl_coef=1.0):
   """KL-Cov's loss `[B, T]` and penalised_BxT (1.0 on the top-k covariance tokens)."""
   fn = "kl_cov_surrogate"
-  _checks.rank(fn, "logp_BxT", logp_BxT, 2)
-  _checks.same_shape(fn, {"logp_BxT": logp_BxT, "old_logp_BxT": old_logp_BxT,
-                          "advantages_BxT": advantages_BxT, "mask_BxT": mask_BxT})
+  _checks.loss_arrays(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
   _checks.in_range(fn, "kl_ratio", kl_ratio, 0.0, 1.0, lo_open=True)
   m = jnp.asarray(mask_BxT, jnp.float32)
   adv = jax.lax.stop_gradient(jnp.asarray(advantages_BxT, jnp.float32))
@@ -109,7 +105,7 @@ def clip_cov_loss(inputs: PolicyLossInputs, hp):
                                    inputs.mask_BxT, inputs.key, hp["clip_cov_ratio"],
                                    hp["clip_cov_low"], hp["clip_cov_high"], hp["ppo_eps_low"],
                                    hp["ppo_eps_high"])
-  return loss, {**ratio_metrics(inputs), "clip_fraction": masked_mean(drawn, inputs.mask_BxT)}
+  return loss, loss_metrics(inputs, drawn)
 
 
 @register_policy_loss("kl_cov", hparams={
@@ -121,4 +117,4 @@ def kl_cov_loss(inputs: PolicyLossInputs, hp):
   inputs.check("kl_cov")
   loss, top = kl_cov_surrogate(inputs.logp_BxT, inputs.old_logp_BxT, inputs.advantages_BxT,
                                inputs.mask_BxT, hp["kl_cov_ratio"], hp["kl_cov_coef"])
-  return loss, {**ratio_metrics(inputs), "clip_fraction": masked_mean(top, inputs.mask_BxT)}
+  return loss, loss_metrics(inputs, top)

@@ -47,9 +47,7 @@ def ppo_clipped_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT,
   Returns (loss_BxT, clipped_BxT): clipped_BxT is 1.0 where the clipped branch was taken.
   """
   fn = "ppo_clipped_surrogate"
-  _checks.rank(fn, "logp_BxT", logp_BxT, 2)
-  _checks.same_shape(fn, {"logp_BxT": logp_BxT, "old_logp_BxT": old_logp_BxT,
-                          "advantages_BxT": advantages_BxT, "mask_BxT": mask_BxT})
+  _checks.loss_arrays(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
   _checks.in_range(fn, "eps_low", eps_low, 0.0, 1.0, hi_open=True)
   _checks.in_range(fn, "eps_high", eps_high, 0.0, float("inf"), hi_open=True)
   _checks.in_range(fn, "dual_clip", dual_clip, 0.0, float("inf"), hi_open=True)
@@ -99,13 +97,21 @@ def ratio_metrics(inputs: PolicyLossInputs):
           "ratio_mean": masked_mean(jnp.exp(log_ratio_BxT), inputs.mask_BxT)}
 
 
+def loss_metrics(inputs: PolicyLossInputs, clipped_BxT=None):
+  """`ratio_metrics` and `clip_fraction`, the share of generated tokens a loss clipped, masked
+  or detached (`clipped_BxT`, 1.0 there; None: 0)."""
+  fraction = (jnp.zeros((), jnp.float32) if clipped_BxT is None
+              else masked_mean(clipped_BxT, inputs.mask_BxT))
+  return {**ratio_metrics(inputs), "clip_fraction": fraction}
+
+
 @register_policy_loss("reinforce")
 def reinforce_loss(inputs: PolicyLossInputs, hp):
   """On-policy score-function loss −sg(A_t)·log π(y_t | y_<t); ignores `old_logp_BxT`."""
   del hp
   inputs.check("reinforce")
   loss = reinforce_token_surrogate(inputs.logp_BxT, inputs.advantages_BxT, inputs.mask_BxT)
-  return loss, {**ratio_metrics(inputs), "clip_fraction": jnp.zeros((), jnp.float32)}
+  return loss, loss_metrics(inputs)
 
 
 @register_policy_loss("ppo")
@@ -115,4 +121,4 @@ def ppo_loss(inputs: PolicyLossInputs, hp):
   loss, clipped = ppo_clipped_surrogate(
       inputs.logp_BxT, inputs.old_logp_BxT, inputs.advantages_BxT, inputs.mask_BxT,
       hp["ppo_eps_low"], hp["ppo_eps_high"], hp["dual_clip"])
-  return loss, {**ratio_metrics(inputs), "clip_fraction": masked_mean(clipped, inputs.mask_BxT)}
+  return loss, loss_metrics(inputs, clipped)

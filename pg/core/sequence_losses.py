@@ -26,17 +26,10 @@ import jax.numpy as jnp
 
 from pg.core import _checks
 from pg.core.kl import log_ratio
-from pg.core.masked import masked_mean
-from pg.core.policy_losses import ratio_metrics
+from pg.core.policy_losses import loss_metrics
 from pg.core.registry import PolicyLossInputs, register_policy_loss
 
 INF = float("inf")
-
-
-def _check(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT):
-  _checks.rank(fn, "logp_BxT", logp_BxT, 2)
-  _checks.same_shape(fn, {"logp_BxT": logp_BxT, "old_logp_BxT": old_logp_BxT,
-                          "advantages_BxT": advantages_BxT, "mask_BxT": mask_BxT})
 
 
 def sequence_mean(x_BxT, mask_BxT):
@@ -64,7 +57,7 @@ def gspo_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, eps_low=3e-
   advantages_BxT: A_t (their token mean is the response's A); mask_BxT: 1.0 on generated tokens.
   """
   fn = "gspo_surrogate"
-  _check(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
+  _checks.loss_arrays(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
   _checks.in_range(fn, "eps_low", eps_low, 0.0, 1.0, hi_open=True)
   _checks.in_range(fn, "eps_high", eps_high, 0.0, INF, hi_open=True)
   m = jnp.asarray(mask_BxT, jnp.float32)
@@ -83,7 +76,7 @@ def gspo_token_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, eps_l
 
   Same arguments as `gspo_surrogate`; returns (loss_BxT, clipped_BxT)."""
   fn = "gspo_token_surrogate"
-  _check(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
+  _checks.loss_arrays(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
   _checks.in_range(fn, "eps_low", eps_low, 0.0, 1.0, hi_open=True)
   _checks.in_range(fn, "eps_high", eps_high, 0.0, INF, hi_open=True)
   m = jnp.asarray(mask_BxT, jnp.float32)
@@ -102,7 +95,7 @@ def gmpo_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, eps_low=0.4
   a token's log-ratio was clipped on the side its advantage pushes). Arguments as
   `gspo_surrogate`; ε's are log-space bounds."""
   fn = "gmpo_surrogate"
-  _check(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
+  _checks.loss_arrays(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
   _checks.in_range(fn, "eps_low", eps_low, 0.0, INF, hi_open=True)
   _checks.in_range(fn, "eps_high", eps_high, 0.0, INF, hi_open=True)
   m = jnp.asarray(mask_BxT, jnp.float32)
@@ -118,7 +111,7 @@ def gmpo_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, eps_low=0.4
 
 
 def _metrics(inputs: PolicyLossInputs, clipped_BxT, seq_ratio_B=None):
-  out = {**ratio_metrics(inputs), "clip_fraction": masked_mean(clipped_BxT, inputs.mask_BxT)}
+  out = loss_metrics(inputs, clipped_BxT)
   if seq_ratio_B is not None:
     out["seq_ratio_mean"] = jnp.mean(jax.lax.stop_gradient(seq_ratio_B))
   return out

@@ -31,8 +31,7 @@ import jax.numpy as jnp
 
 from pg.core import _checks
 from pg.core.kl import log_ratio
-from pg.core.masked import masked_mean
-from pg.core.policy_losses import ratio_metrics
+from pg.core.policy_losses import loss_metrics
 from pg.core.registry import PolicyLossInputs, register_policy_loss
 
 INF = float("inf")
@@ -40,9 +39,7 @@ INF = float("inf")
 
 def _prepare(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT):
   """(ρ_BxT with no gradient, sg(A)_BxT, float mask) after the shape checks."""
-  _checks.rank(fn, "logp_BxT", logp_BxT, 2)
-  _checks.same_shape(fn, {"logp_BxT": logp_BxT, "old_logp_BxT": old_logp_BxT,
-                          "advantages_BxT": advantages_BxT, "mask_BxT": mask_BxT})
+  _checks.loss_arrays(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
   ratio_BxT = jnp.exp(log_ratio(jax.lax.stop_gradient(logp_BxT),
                                 jax.lax.stop_gradient(old_logp_BxT)))
   adv_BxT = jax.lax.stop_gradient(jnp.asarray(advantages_BxT, jnp.float32))
@@ -58,9 +55,7 @@ def sapo_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, tau_pos=1.0
   """ℓ_t = −f_τ(ρ_t)·A_t, `[B, T]` (differentiable through ρ). Arguments as PPO's:
   logp_BxT/old_logp_BxT: log-probs of the sampled tokens, t ∈ [0, T); mask_BxT: generated."""
   fn = "sapo_surrogate"
-  _checks.rank(fn, "logp_BxT", logp_BxT, 2)
-  _checks.same_shape(fn, {"logp_BxT": logp_BxT, "old_logp_BxT": old_logp_BxT,
-                          "advantages_BxT": advantages_BxT, "mask_BxT": mask_BxT})
+  _checks.loss_arrays(fn, logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT)
   _checks.in_range(fn, "tau_pos", tau_pos, 0.0, INF, lo_open=True, hi_open=True)
   _checks.in_range(fn, "tau_neg", tau_neg, 0.0, INF, lo_open=True, hi_open=True)
   adv_BxT = jax.lax.stop_gradient(jnp.asarray(advantages_BxT, jnp.float32))
@@ -140,7 +135,7 @@ def sapo_loss(inputs: PolicyLossInputs, hp):
   inputs.check("sapo")
   loss = sapo_surrogate(inputs.logp_BxT, inputs.old_logp_BxT, inputs.advantages_BxT,
                         inputs.mask_BxT, hp["sapo_tau_pos"], hp["sapo_tau_neg"])
-  return loss, {**ratio_metrics(inputs), "clip_fraction": jnp.zeros((), jnp.float32)}
+  return loss, loss_metrics(inputs)
 
 
 @register_policy_loss("cispo", aggregation="token-mean", hparams={
@@ -152,7 +147,7 @@ def cispo_loss(inputs: PolicyLossInputs, hp):
   inputs.check("cispo")
   loss, clipped = cispo_surrogate(inputs.logp_BxT, inputs.old_logp_BxT, inputs.advantages_BxT,
                                   inputs.mask_BxT, hp["cispo_eps_low"], hp["cispo_eps_high"])
-  return loss, {**ratio_metrics(inputs), "clip_fraction": masked_mean(clipped, inputs.mask_BxT)}
+  return loss, loss_metrics(inputs, clipped)
 
 
 _DPPO_CAP = {"dppo_ratio_cap": (20.0, 0.0, INF, True, True,
@@ -171,7 +166,7 @@ def dppo_tv_loss(inputs: PolicyLossInputs, hp):
   loss, masked = dppo_surrogate(inputs.logp_BxT, inputs.old_logp_BxT, inputs.advantages_BxT,
                                 inputs.mask_BxT, "tv", hp["dppo_tv_low"], hp["dppo_tv_high"],
                                 hp["dppo_ratio_cap"])
-  return loss, {**ratio_metrics(inputs), "clip_fraction": masked_mean(masked, inputs.mask_BxT)}
+  return loss, loss_metrics(inputs, masked)
 
 
 @register_policy_loss("dppo_kl", hparams={
@@ -185,7 +180,7 @@ def dppo_kl_loss(inputs: PolicyLossInputs, hp):
   loss, masked = dppo_surrogate(inputs.logp_BxT, inputs.old_logp_BxT, inputs.advantages_BxT,
                                 inputs.mask_BxT, "kl", hp["dppo_kl_low"], hp["dppo_kl_high"],
                                 hp["dppo_ratio_cap"])
-  return loss, {**ratio_metrics(inputs), "clip_fraction": masked_mean(masked, inputs.mask_BxT)}
+  return loss, loss_metrics(inputs, masked)
 
 
 @register_policy_loss("tis", hparams={
@@ -197,5 +192,4 @@ def truncated_is_loss(inputs: PolicyLossInputs, hp):
   loss, truncated = truncated_is_surrogate(inputs.logp_BxT, inputs.old_logp_BxT,
                                            inputs.advantages_BxT, inputs.mask_BxT,
                                            hp["tis_cap"])
-  return loss, {**ratio_metrics(inputs),
-                "clip_fraction": masked_mean(truncated, inputs.mask_BxT)}
+  return loss, loss_metrics(inputs, truncated)
