@@ -1,4 +1,5 @@
-"""Gold after RL, measured on many fresh responses: each final policy and π_ref answer the same
+"""The policies after RL, judged: their final params restored, a few samples beside π_ref's,
+and gold measured on many fresh responses: each final policy and π_ref answer the same
 prompts with the same keys, and the gold scorer (and the proxy) judge every response.
 
 The training curves hold a handful of samples per update, too few to see a change of gold;
@@ -82,3 +83,48 @@ def gold_evaluation(config, tok, policy, task, policies, betas_of) -> tuple[str,
   note = (f"\n\n{n} prompts × {k} responses per policy, the same prompts and keys for every "
           f"policy; gold: VADER compound; a run's change is paired over prompts.\n")
   return table + note, numbers
+
+
+def final_policies(workdir):
+  """The RL runs' final params, restored from their batch checkpoints: [(label, params)]."""
+  import json
+  import os
+
+  import orbax.checkpoint as ocp
+  out = []
+  root = parts.path(workdir, "rl/groups")
+  for group in sorted(os.listdir(root)):
+    for batch in sorted(os.listdir(os.path.join(root, group))):
+      d = os.path.join(root, group, batch)
+      labels = json.load(open(os.path.join(d, "config.json")))["runs"]
+      with ocp.CheckpointManager(os.path.abspath(os.path.join(d, "checkpoints"))) as manager:
+        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
+      for i, label in enumerate(labels):
+        out.append((label, jax.tree_util.tree_map(lambda x: x[i], state["params"])))
+  return out
+
+
+def samples_before_after(config, tok, policy, task, policies, betas_of, betas, n=4) -> str:
+  """Markdown: the same prompts answered by π_ref (`policies[0]`) and by seed 0 of each β in
+  `betas` after RL, with gold and proxy scores."""
+  from pg.policy import sampler
+  r = config.rlhf
+  prompts = parts.Prompts(config, tok)
+  eos, pad = parts.ids(tok)
+  batch = prompts.sample(jax.random.PRNGKey(12345), n)
+  gold = parts.gold_scorer()
+  shown = [("π_ref", policies[0][1])]
+  shown += [(f"after RL, β = {betas_of(label):g}", p) for label, p in policies[1:]
+            if label["seed"] == 0 and betas_of(label) in betas]
+  rows = []
+  for name, params in shown:
+    s = sampler.sample(policy, params, batch, jax.random.PRNGKey(7),
+                       max_new_tokens=r.response_len, eos_id=eos[0], eos_ids=eos, pad_id=pad,
+                       prompt_mask_NxP=prompts.mask(batch))
+    proxy = np.asarray(task.score(batch, s.tokens_BxT, s.mask_BxT))
+    for i in range(n):
+      response = parts.response_text(tok, s.tokens_BxT[i], s.mask_BxT[i])
+      prompt = task.decode_prompt(batch[i]).replace("\n", " ").replace("|", "/")
+      rows.append([name, prompt, response.replace("\n", " ").replace("|", "/"),
+                   f"{gold(response):.2f}", f"{proxy[i]:.2f}"])
+  return markdown_table(["policy", "prompt", "response", "gold", "proxy"], rows) + "\n"

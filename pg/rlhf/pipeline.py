@@ -227,70 +227,27 @@ def stage_rl(config, workdir, verbose=True):
 
 
 def stage_report(config, workdir, verbose=True):
-  """gold_vs_proxy.png, the tests between β, samples before and after RL."""
+  """gold_vs_proxy.png, the tests between β, samples before and after RL and (with
+  config.rlhf.eval_prompts) gold on fresh responses; π_ref, its tokenizer, the reward model and
+  the final policies are loaded once for both."""
+  from pg.rlhf import evaluate
   rows = [json.loads(line) for line in open(_path(workdir, "rl/results.jsonl"))]
   default_beta = float(config.hparams.kl_coef)
   out = report.gold_vs_proxy(rows, default_beta, workdir)
   betas = sorted({r.get("kl_coef", default_beta) for r in rows})
+  beta_of = lambda label: label.get("kl_coef", default_beta)
+  tok = parts.tokenizer(config, workdir)
+  policy = parts.make_policy(config, workdir, tok=tok)
+  task = make_task(config, workdir, tok)
+  policies = [({"seed": ""}, pretrained_tree(policy))] + evaluate.final_policies(workdir)
   with open(_path(workdir, "samples.md"), "w") as f:
-    f.write(samples_before_after(config, workdir, betas))
+    f.write(evaluate.samples_before_after(config, tok, policy, task, policies, beta_of, betas))
   if config.rlhf.get("eval_prompts", 0):
-    from pg.rlhf import evaluate
-    tok = parts.tokenizer(config, workdir)
-    policy = parts.make_policy(config, workdir, tok=tok)
-    policies = [({"seed": ""}, pretrained_tree(policy))] + final_policies(workdir)
-    table, numbers = evaluate.gold_evaluation(
-        config, tok, policy, make_task(config, workdir, tok), policies,
-        lambda label: label.get("kl_coef", default_beta))
+    table, numbers = evaluate.gold_evaluation(config, tok, policy, task, policies, beta_of)
     with open(_path(workdir, "evaluation.md"), "w") as f:
       f.write(table)
     out.update(numbers)
   return out
-
-
-def final_policies(workdir):
-  """The RL runs' final params, restored from their batch checkpoints: (labels, params_R)."""
-  import orbax.checkpoint as ocp
-  out = []
-  root = _path(workdir, "rl/groups")
-  for group in sorted(os.listdir(root)):
-    for batch in sorted(os.listdir(os.path.join(root, group))):
-      d = os.path.join(root, group, batch)
-      labels = json.load(open(os.path.join(d, "config.json")))["runs"]
-      with ocp.CheckpointManager(os.path.abspath(os.path.join(d, "checkpoints"))) as manager:
-        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
-      for i, label in enumerate(labels):
-        out.append((label, jax.tree_util.tree_map(lambda x: x[i], state["params"])))
-  return out
-
-
-def samples_before_after(config, workdir, betas, n=4):
-  """Markdown: the same prompts answered by π_ref and by seed 0 of each β after RL, with gold
-  and proxy scores."""
-  r = config.rlhf
-  tok = parts.tokenizer(config, workdir)
-  prompts = parts.Prompts(config, tok)
-  policy = parts.make_policy(config, workdir, tok=tok)
-  task = make_task(config, workdir, tok)
-  eos, pad = parts.ids(tok)
-  batch = prompts.sample(jax.random.PRNGKey(12345), n)
-  gold = parts.gold_scorer()
-  policies = [("π_ref", pretrained_tree(policy))]
-  beta_of = lambda label: label.get("kl_coef", float(config.hparams.kl_coef))
-  policies += [(f"after RL, β = {beta_of(label):g}", p) for label, p in
-               final_policies(workdir) if label["seed"] == 0 and beta_of(label) in betas]
-  rows = []
-  for name, params in policies:
-    s = sampler.sample(policy, params, batch, jax.random.PRNGKey(7),
-                       max_new_tokens=r.response_len, eos_id=eos[0], eos_ids=eos, pad_id=pad,
-                       prompt_mask_NxP=prompts.mask(batch))
-    proxy = np.asarray(task.score(batch, s.tokens_BxT, s.mask_BxT))
-    for i in range(n):
-      response = parts.response_text(tok, s.tokens_BxT[i], s.mask_BxT[i])
-      shown = task.decode_prompt(batch[i]).replace("\n", " ").replace("|", "/")
-      rows.append([name, shown, response.replace("\n", " ").replace("|", "/"),
-                   f"{gold(response):.2f}", f"{proxy[i]:.2f}"])
-  return markdown_table(["policy", "prompt", "response", "gold", "proxy"], rows) + "\n"
 
 
 def validate(config):
