@@ -127,11 +127,8 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
         pad_id=task.pad_id, temperature=state.hp["temperature"], group_size=G,
         prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids))
     scores_B, extra_B = task.score_and_extras(prompts_BxP, s.tokens_BxT, s.mask_BxT)
-    shaped_B, shape_metrics = scores_B, {}
-    if overlong:  # DAPO's soft length penalty, part of the reward the advantages see
-      penalty_B = shaping.overlong_penalty(jnp.sum(s.mask_BxT, axis=1), T, overlong)
-      shaped_B = scores_B + state.hp["overlong_penalty_factor"] * penalty_B
-      shape_metrics["overlong_penalty"] = jnp.mean(penalty_B)
+    shaped_B, penalty_B = shaped_scores(state, scores_B, s.mask_BxT)
+    shape_metrics = {} if penalty_B is None else {"overlong_penalty": jnp.mean(penalty_B)}
     if oversample > 1:  # dynamic sampling: keep groups whose shaped scores differ
       chosen_N, kept_N = shaping.select_groups(shaped_B, G, config.num_prompts,
                                                jax.random.fold_in(sample_key, 7))
@@ -145,8 +142,15 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
       # Too few informative groups: the rest stay in the batch's shape, masked out.
       s = s._replace(mask_BxT=s.mask_BxT * jnp.repeat(kept_N, G)[:, None])
       prompts_BxP, s = constrain(prompts_BxP), constrain(s)
-    extra_B = {**extra_B, "_shaped_score": shaped_B}
-    return prompts_BxP, s, scores_B, extra_B, shape_metrics
+    return prompts_BxP, s, scores_B, shaped_B, extra_B, shape_metrics
+
+  def shaped_scores(state: TrainState, scores_B, mask_BxT):
+    """(the reward the advantages see, DAPO's overlong penalty or None): the task's score plus
+    the weighted penalty when config.overlong_buffer is set."""
+    if not overlong:
+      return scores_B, None
+    penalty_B = shaping.overlong_penalty(jnp.sum(mask_BxT, axis=1), T, overlong)
+    return scores_B + state.hp["overlong_penalty_factor"] * penalty_B, penalty_B
 
   def greedy_scores(state: TrainState, prompts_BxP):
     """Each row's prompt answered greedily and scored (ReMax's baseline), `[B]`."""
@@ -156,9 +160,7 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
         eos_id=task.eos_id, pad_id=task.pad_id, temperature=state.hp["temperature"],
         prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids, greedy=True)
     scores_N, _ = task.score_and_extras(prompts_NxP, g.tokens_BxT, g.mask_BxT)
-    if overlong:  # the same reward as the samples'
-      scores_N = scores_N + state.hp["overlong_penalty_factor"] * shaping.overlong_penalty(
-          jnp.sum(g.mask_BxT, axis=1), T, overlong)
+    scores_N, _ = shaped_scores(state, scores_N, g.mask_BxT)  # the samples' reward
     return jax.lax.stop_gradient(jnp.repeat(scores_N, G))
 
   def advantage_inputs(state, prompts_BxP, scores_B, extra_B, mask, values_BxT, kl_reward):
@@ -220,8 +222,8 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
   def update(state: TrainState, _):
     key = jax.random.fold_in(state.key, state.step)
     prompt_key, sample_key, perm_key = jax.random.split(key, 3)
-    prompts_BxP, s, scores_B, extra_B, shape_metrics = rollout(state, prompt_key, sample_key)
-    shaped_B = extra_B.pop("_shaped_score")
+    prompts_BxP, s, scores_B, shaped_B, extra_B, shape_metrics = rollout(state, prompt_key,
+                                                                         sample_key)
     batch, adv, kl_to_ref_B, rc_metrics = training_batch(state, prompts_BxP, s, shaped_B,
                                                          extra_B)
     # Keys for losses that draw (Clip-Cov); a fold of the permutation key, so every other
