@@ -29,6 +29,14 @@ import jax.numpy as jnp
 from pg.core.logprobs import head_log_probs_and_entropy, token_log_probs_and_entropy
 from pg.policy.attention import attend_after_prefix, update_slice
 from pg.policy.base import FlaxPolicy, TokenFlops, refuse_mask, register_policy
+from pg.policy.partition import FSDP
+
+# FSDP splits every matrix along its model dimension D (`pg.policy.partition`).
+PARTITION_RULES = (
+    (r"(pos_)?embed/embedding$", (None, FSDP)),       # [V, D], [max_len, D]
+    (r"/(qkv|mlp_in|lm_head|value_out)/kernel$", (FSDP, None)),  # [D, 3D], [D, 4D], [D, V]
+    (r"/(attn_out|mlp_out)/kernel$", (None, FSDP)),   # [D, D], [4D, D]
+)
 
 VALUE_HEADS = ("none", "shared", "separate")
 
@@ -244,6 +252,7 @@ class GPTPolicy(FlaxPolicy):
   shares_prompts = True
   takes_prompt_mask = False
   module = PolicyValue
+  partition_rules = PARTITION_RULES
 
   def init(self, key):
     return init_params(self.cfg, key)

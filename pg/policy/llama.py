@@ -29,8 +29,18 @@ from pg.core.logprobs import head_log_probs_and_entropy, token_log_probs_and_ent
 from pg.policy import rope
 from pg.policy.attention import attend_after_prefix, attend_cached, attend_masked
 from pg.policy.base import FlaxPolicy, TokenFlops, register_policy
+from pg.policy.partition import FSDP
 
 VALUE_HEADS = ("none", "shared", "separate")
+# FSDP splits every matrix along its model dimension D (`pg.policy.partition`); norm scales
+# and biases stay whole. First match wins.
+PARTITION_RULES = (
+    (r"embed/embedding$", (None, FSDP)),              # [V, D]
+    (r"lm_head/kernel$", (FSDP, None)),               # [D, V]
+    (r"/(q|k|v|gate|up)/kernel$", (FSDP, None)),      # [D, H·Dh], [D, K·Dh], [D, F]
+    (r"/(o|down)/kernel$", (None, FSDP)),             # [H·Dh, D], [F, D]
+    (r"value_out/kernel$", (FSDP, None)),             # [D, 1]
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +288,7 @@ class LlamaPolicy(FlaxPolicy):
   shares_prompts = True
   takes_prompt_mask = True
   module = PolicyValue
+  partition_rules = PARTITION_RULES
 
   def init(self, key):
     tokens = jnp.zeros((1, min(self.cfg.max_len, 8)), jnp.int32)

@@ -64,7 +64,8 @@ def base_config(imports=()):
   c.num_chunks = 20
   c.checkpoint_every = 5      # chunks
   c.workdir = ""              # default: runs/<config name>
-  c.mesh = ml_collections.ConfigDict({"seed": 0, "data": 0})  # device mesh; 0: choose
+  # device mesh (pg.train.sharding): seed and data 0 = choose; fsdp > 1 splits each run's params
+  c.mesh = ml_collections.ConfigDict({"seed": 0, "data": 0, "fsdp": 1})
   c.distributed = False       # call jax.distributed.initialize() (multi-host)
   c.init_from = ""            # params file (pg.train.save_params) for the policy and π_ref
   # Held-out evaluation (a task with a held-out set): at update 0, every eval_every updates (a

@@ -33,9 +33,10 @@ from pg.run.metrics_log import MetricsLog, atomic_write
 
 __all__ = ["run", "report", "MetricsLog", "comparable_config", "differing_fields"]
 
-# May differ on resume: more chunks, other checkpoint spacing or workdir, and the sweep grid
+# May differ on resume: more chunks, other checkpoint spacing or workdir, the device mesh (a
+# checkpoint restores onto any mesh) and the sweep grid
 # (a sweep batch's runs are compared one by one instead).
-STATIC_FIELDS_ALLOWED_TO_CHANGE = ("num_chunks", "checkpoint_every", "workdir", "sweep")
+STATIC_FIELDS_ALLOWED_TO_CHANGE = ("num_chunks", "checkpoint_every", "workdir", "sweep", "mesh")
 
 
 def _comparable(config_dict: dict) -> dict:

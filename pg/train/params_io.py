@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from pg.policy import abstract_params
+from pg.policy.partition import leaf_name
 
 
 def save_params(path, params):
@@ -38,14 +39,8 @@ def load_params(path, policy):
 
 def _leaf_shapes(tree) -> dict:
   """'a/b/c' -> shape for every array leaf (dict keys, attributes and indices alike)."""
-  def name(k):
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        return str(getattr(k, attr))
-    return str(k)
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {"/".join(name(k) for k in path): tuple(getattr(x, "shape", ()))
-          for path, x in flat}
+  return {leaf_name(path): tuple(getattr(x, "shape", ())) for path, x in flat}
 
 
 def shape_mismatch(saved, expected, limit: int = 3) -> str:

@@ -12,8 +12,10 @@ import jax
 import jax.numpy as jnp
 
 import pg
+from pg.policy import abstract_params
 from pg.train import sharding
-from pg.train.step import make_train
+from pg.train.optim import optimizer
+from pg.train.step import TrainState, make_train
 
 
 def compiler_options():
@@ -43,21 +45,35 @@ def make_programs(config, task, policy, num_runs: int | None = None, on_update=N
     init_fn = jax.jit(jax.vmap(init, in_axes=(0, 0, None)))
     chunk_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0, compiler_options=options)
   else:
+    specs = sharding.policy_param_specs(config, policy)
     init, train_chunk = make_train(config, task, policy, sharding.data_sharding(mesh),
-                                     on_update)
+                                   on_update, sharding.param_shardings(mesh, specs))
     per_run = sharding.seed_sharding(mesh)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    state = _state_shardings(config, policy, mesh, specs)
+    start = init.start_params
+    start_sharding = (None if start is None else sharding.param_shardings(
+        mesh, sharding.policy_param_specs(config, policy, start)))
     init_fn = jax.jit(jax.vmap(init, in_axes=(0, 0, None), spmd_axis_name=sharding.SEED),
-                      in_shardings=(per_run, per_run, replicated), out_shardings=per_run)
+                      in_shardings=(per_run, per_run, start_sharding), out_shardings=state)
     chunk_fn = jax.jit(jax.vmap(train_chunk, spmd_axis_name=sharding.SEED),
-                       in_shardings=per_run, out_shardings=per_run, donate_argnums=0,
-                       compiler_options=options)
+                       in_shardings=(state,), out_shardings=(state, per_run),
+                       donate_argnums=0, compiler_options=options)
 
   def init_runs(keys_R, hp):
     R = keys_R.shape[0]
     return init_fn(keys_R, {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (R,))
                             for k, v in hp.items()}, init.start_params)
   return init_runs, chunk_fn
+
+
+def _state_shardings(config, policy, mesh, specs):
+  """The train state's shardings: the run axis over "seed", each run's parameters, Adam moments,
+  π_ref and stale copies split over "fsdp" as `specs` say."""
+  params = abstract_params(policy)
+  opt = optimizer({"learning_rate": 0.0, "weight_decay": 0.0}, config.max_grad_norm)
+  return sharding.state_shardings(mesh, TrainState, specs, opt, jax.eval_shape(opt.init, params),
+                                  ref=config.kl_placement != "none",
+                                  stale=config.get("staleness", 0) > 0)
 
 
 def hparams_from_config(config):

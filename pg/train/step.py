@@ -59,14 +59,16 @@ def initial_params(config, policy):
   return policy.pretrained_params()
 
 
-def make_train(config, task, policy, data_sharding=None, on_update=None):
+def make_train(config, task, policy, data_sharding=None, on_update=None, param_sharding=None):
   """Returns (init, train_chunk) for the `task` and `policy` that `pg.train.build(config)` made;
   see the module docstring.
 
   `data_sharding` (a `NamedSharding` over the batch axis, from `pg.train.sharding`) splits each
   update's batch across devices (data parallel); None leaves placement to XLA. `on_update`, a
   host function, is called (`jax.debug.callback`) with the state's step as each update ends,
-  for progress bars; it changes no number.
+  for progress bars; it changes no number. `param_sharding` (a NamedSharding per parameter,
+  `pg.train.sharding.param_shardings`) keeps each run's parameters split over the mesh's
+  "fsdp" axis through the updates (FSDP); None leaves them whole.
   """
   def constrain(tree, batch_axis=0):
     """Pins the batch axis of every leaf to the mesh's data axis (no-op without a mesh)."""
@@ -76,6 +78,12 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     sharding = jax.sharding.NamedSharding(data_sharding.mesh, spec)
     return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
 
+  def constrain_params(params):
+    """Pins each parameter to its FSDP split (no-op without one)."""
+    if param_sharding is None:
+      return params
+    return jax.lax.with_sharding_constraint(params, param_sharding)
+
   T, G = task.max_new_tokens, config.group_size
   B = config.num_prompts * G
   share_prompts = shares_prompts(config, policy)
@@ -83,7 +91,7 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
   advantage_fn = pg.get_advantage(config.advantage)
   forward, loss_fn = make_loss(config, policy, aggregation(config), share_prompts,
                                task.prompt_mask)
-  gradient_step = make_gradient_step(config, loss_fn)
+  gradient_step = make_gradient_step(config, loss_fn, constrain_params)
   start_params = initial_params(config, policy)
   # Sampler–trainer mismatch (pg.core.rollout_correction): another compute dtype, stale params.
   stale = config.get("staleness", 0)
@@ -101,6 +109,7 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
     params = policy.init(init_key)
     if start is not None:
       params = policy.warm_start(params, start)
+    params = constrain_params(params)
     opt_state = optimizer(hp, config.max_grad_norm).init(params)
     past = (jax.tree_util.tree_map(lambda x: jnp.repeat(x[None], stale, axis=0), params)
             if stale else None)
@@ -271,7 +280,7 @@ def make_train(config, task, policy, data_sharding=None, on_update=None):
   return init, train_chunk
 
 
-def make_gradient_step(config, loss_fn):
+def make_gradient_step(config, loss_fn, constrain_params=lambda p: p):
   """`gradient_step((params, opt_state, hp, allowed), batch) -> (carry, metrics)`: the mean
   gradient of `config.grad_accum_steps` micro-batches, one optimizer update. A non-finite loss
   or gradient (or `allowed` False) leaves params and optimizer state as they were."""
@@ -309,7 +318,7 @@ def make_gradient_step(config, loss_fn):
     keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(take, n, o), new, old)
     metrics["nonfinite_loss"] = (~loss_ok).astype(jnp.float32)
     metrics["nonfinite_grad"] = (~grad_ok).astype(jnp.float32)
-    return (keep(optax.apply_updates(params, updates), params),
+    return (constrain_params(keep(optax.apply_updates(params, updates), params)),
             keep(new_opt_state, opt_state), hp, allowed), metrics
 
   return gradient_step
