@@ -87,6 +87,21 @@ def fsdp_layouts(out_path):
                       one_run, specs, {"fsdp": fsdp}),
                   "whole_params": runs_per_device * partition.per_device_bytes(one_run, specs,
                                                                                {})}}
+  for seed_axis, data_axis, fsdp in [(1, 1, 1), (2, 1, 4), (1, 1, 8)]:  # LoRA on a split base
+    config = llama_config()
+    config.lora.rank = 2
+    config.mesh.seed, config.mesh.data, config.mesh.fsdp = seed_axis, data_axis, fsdp
+    init, chunk = train.make_programs(config, *train.build(config))
+    state = init(train.seed_keys(config), train.hparams_from_config(config))
+    out = []
+    for _ in range(2):
+      state, m = chunk(state)
+      out.append(jax.device_get(m))
+    q = init.base["params"]["trunk"]["layer_0"]["q"]["kernel"]
+    result[f"lora {seed_axis}x{data_axis}x{fsdp}"] = {
+        "metrics": {k: np.concatenate([o[k] for o in out], 1).tolist() for k in out[0]},
+        "base_q_spec": str(getattr(q.sharding, "spec", "")),
+        "base_bytes": device0_bytes(init.base)}
   with open(out_path, "w") as f:
     json.dump(result, f)
 

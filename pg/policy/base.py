@@ -35,6 +35,7 @@ from typing import Any, Callable, NamedTuple, Optional, Protocol, runtime_checka
 import jax
 
 from pg.core.registry import check_new_name
+from pg.policy import lora
 
 
 class TokenFlops(NamedTuple):
@@ -94,7 +95,15 @@ class FlaxPolicy:
     return self.cfg.value_head != "none"
 
   def _apply(self, params, *args, method):
-    return self.module(self.cfg).apply(params, *args, method=method)
+    """The module applied to `params`, with LoRA adapters when `params` holds a "lora"
+    collection (`pg.policy.lora`; scaled by the policy's `lora_alpha`)."""
+    module = self.module(self.cfg)
+    if lora.LORA not in params:
+      return module.apply(params, *args, method=method)
+    if getattr(self, "lora_alpha", None) is None:
+      raise ValueError("params hold LoRA adapters but this policy has no lora_alpha "
+                       "(pg.policy.base.with_lora).")
+    return lora.apply(module, params, *args, method=method, alpha=self.lora_alpha)
 
   def _masked(self, logits_xV):
     """`logits_xV` with −1e9 at the ids never emitted (finite, so p·log p stays 0 in the
@@ -162,6 +171,15 @@ def with_compute_dtype(policy, dtype: str):
   if dtype not in ("float32", "bfloat16"):
     raise ValueError(f"config.sampler_dtype must be 'float32' or 'bfloat16', got {dtype!r}.")
   return dataclasses.replace(policy, cfg=dataclasses.replace(cfg, dtype=dtype))
+
+
+def with_lora(policy, alpha: float):
+  """The same policy applying LoRA adapters (`pg.policy.lora`) scaled by α / r whenever its
+  params carry them; params without adapters give the base model, as before."""
+  import dataclasses
+  if not hasattr(policy, "lora_alpha"):
+    raise ValueError(f"config.lora: {type(policy).__name__} takes no LoRA adapters.")
+  return dataclasses.replace(policy, lora_alpha=float(alpha))
 
 
 def refuse_mask(policy, mask, name: str) -> None:

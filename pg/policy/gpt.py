@@ -249,6 +249,7 @@ class GPTPolicy(FlaxPolicy):
   cfg: ModelConfig
   logprob_chunk_size: Optional[int] = None
   masked_ids: tuple = ()
+  lora_alpha: Optional[float] = None   # LoRA scale α (pg.policy.lora); None: no adapters
   shares_prompts = True
   takes_prompt_mask = False
   module = PolicyValue

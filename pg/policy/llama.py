@@ -285,6 +285,7 @@ class LlamaPolicy(FlaxPolicy):
   logprob_chunk_size: Optional[int] = None
   masked_ids: tuple = ()
   checkpoint: Optional[str] = None
+  lora_alpha: Optional[float] = None   # LoRA scale α (pg.policy.lora); None: no adapters
   shares_prompts = True
   takes_prompt_mask = True
   module = PolicyValue

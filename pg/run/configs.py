@@ -66,6 +66,9 @@ def base_config(imports=()):
   c.workdir = ""              # default: runs/<config name>
   # device mesh (pg.train.sharding): seed and data 0 = choose; fsdp > 1 splits each run's params
   c.mesh = ml_collections.ConfigDict({"seed": 0, "data": 0, "fsdp": 1})
+  # LoRA (pg.policy.lora): rank > 0 trains adapters on the projections whose parameter paths
+  # match `targets` (a regex), scaled by alpha / rank; the base stays frozen, one copy for all runs
+  c.lora = ml_collections.ConfigDict({"rank": 0, "alpha": 16.0, "targets": r"(layer|block)_\d+/"})
   c.distributed = False       # call jax.distributed.initialize() (multi-host)
   c.init_from = ""            # params file (pg.train.save_params) for the policy and π_ref
   # Held-out evaluation (a task with a held-out set): at update 0, every eval_every updates (a

@@ -5,6 +5,9 @@ updates and at the end.
     evaluator = Evaluator(config, task, policy)      # compiles on first use
     rows = evaluator(params_R, update, labels)       # one dict per run; also written to disk
 
+With LoRA, `params_R` are the runs' adapters and `Evaluator(..., base=init.base)` the shared
+frozen base they sit on.
+
 For each held-out problem: one greedy response and `config.eval_samples` = n sampled ones at
 `config.eval_temperature`, decoded and judged by the task's verifier. Problem e draws with key
 fold_in(eval key, e) (the same at every evaluation: the curve compares models, not draws), in
@@ -28,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pg.core import evaluation as estimators
-from pg.policy import sampler
+from pg.policy import lora, sampler
 from pg.run.metrics_log import atomic_write
 from pg.text.batch import response_ids
 
@@ -68,7 +71,8 @@ def due(config, update: int, total: int) -> bool:
 class Evaluator:
   """Evaluates the runs' params on `task.heldout` (see the module docstring)."""
 
-  def __init__(self, config, task, policy, workdir: str | None = None, verbose: bool = True):
+  def __init__(self, config, task, policy, workdir: str | None = None, verbose: bool = True,
+               base=None):
     held = task.heldout
     E = held.size if not config.eval_size else min(config.eval_size, held.size)
     self.task, self.E, self.n = task, E, config.eval_samples
@@ -81,7 +85,9 @@ class Evaluator:
     T, n = task.max_new_tokens, self.n
     temperature = float(config.eval_temperature)
 
-    def generate(params, prompts_NxP, keys_N):
+    def generate(params, base, prompts_NxP, keys_N):
+      if base is not None:  # LoRA: the run's adapters on the shared base
+        params = lora.combine(base, params)
       mask = task.prompt_mask(prompts_NxP)
       common = dict(max_new_tokens=T, eos_id=task.eos_id, pad_id=task.pad_id,
                     prompt_mask_NxP=mask, eos_ids=task.eos_ids, temperature=temperature)
@@ -93,7 +99,8 @@ class Evaluator:
         out.update(samples=s.tokens_BxT, samples_mask=s.mask_BxT)
       return out
 
-    self._generate = jax.jit(jax.vmap(generate, in_axes=(0, None, None)))
+    self.base = base
+    self._generate = jax.jit(jax.vmap(generate, in_axes=(0, None, None, None)))
     self.keys_E = jax.vmap(lambda e: jax.random.fold_in(jax.random.PRNGKey(EVAL_KEY), e))(
         jnp.arange(E))
 
@@ -113,8 +120,8 @@ class Evaluator:
                disable=not self.verbose)
     for start in range(0, self.E, self.batch):
       idx = np.arange(start, start + self.batch) % self.E  # the last batch wraps: one shape
-      out = jax.device_get(self._generate(params_R, jnp.asarray(self.prompts_ExP[idx]),
-                                          self.keys_E[idx]))
+      out = jax.device_get(self._generate(params_R, self.base,
+                                          jnp.asarray(self.prompts_ExP[idx]), self.keys_E[idx]))
       for j, e in enumerate(idx[:min(self.batch, self.E - start)]):
         for r in range(R):
           greedy[r][e], truncated[r, e, 0] = self._decode(out["greedy"][r, j],

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pg import train
-from pg.policy import sampler
+from pg.policy import lora, sampler
 from pg.run import checkpoints, evaluation, plotting, progress, schema, tensorboard
 from pg.run.interrupts import StopRequest
 from pg.run.metrics_log import MetricsLog, atomic_write
@@ -127,7 +127,8 @@ def run(config, workdir: str, *, task=None, policy=None, runs: train.Runs | None
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_updates_below=start_chunk * K)
   skipped_R = _skipped_so_far(log, len(labels))
   tb = tensorboard.open_writer(os.path.join(workdir, "tb"), runs.labels, start_chunk * K)
-  evaluator = (evaluation.Evaluator(config, task, policy, workdir, verbose)
+  base = getattr(init, "base", None)  # LoRA's frozen base (the runs' params are adapters)
+  evaluator = (evaluation.Evaluator(config, task, policy, workdir, verbose, base=base)
                if config.get("eval_every", 0) else None)
   evaluated = {r["update"] for r in evaluation.truncate(workdir, start_chunk * K)}
   warned = set()
@@ -230,7 +231,7 @@ def run(config, workdir: str, *, task=None, policy=None, runs: train.Runs | None
     print(f"{config.num_chunks - start_chunk} chunks in {time.time() - start:.1f}s "
           f"(compile included)")
   if verbose if report_at_end is None else report_at_end:
-    report(config, workdir, log, state, task, policy, title=title)
+    report(config, workdir, log, state, task, policy, title=title, base=base)
   return state
 
 
@@ -286,7 +287,7 @@ def _first_nonfinite(metrics, first_update, labels):
           f"({', '.join(f'{a}={b}' for a, b in labels[r].items())})")
 
 
-def report(config, workdir, log, state, task, policy, title=None):
+def report(config, workdir, log, state, task, policy, title=None, base=None):
   """Curves PNG, a final table (score and the task's extra metrics), and decoded samples from
   seed 0."""
   curves = log.read()
@@ -315,6 +316,8 @@ def report(config, workdir, log, state, task, policy, title=None):
           + evaluation.before_after(workdir))
   print(f"learning curves: {path}\nmetrics: {log.path}\n")
   params0 = jax.tree_util.tree_map(lambda x: x[0], state.params)
+  if base is not None:  # LoRA: seed 0's adapters on the shared base
+    params0 = lora.combine(base, params0)
   prompts = task.sample_prompts(jax.random.PRNGKey(12345), 4)
   s = sampler.sample(policy, params0, prompts, jax.random.PRNGKey(0),
                      max_new_tokens=task.max_new_tokens, eos_id=task.eos_id, pad_id=task.pad_id,

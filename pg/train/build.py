@@ -16,7 +16,8 @@ import pg
 from pg import tasks as tasks_lib
 from pg.core.kl import KL_ESTIMATORS
 from pg.core.registry import import_modules
-from pg.policy import build_policy
+from pg.policy import abstract_params, build_policy, lora
+from pg.policy.base import with_lora
 
 KL_PLACEMENTS = ("none", "reward", "loss")
 # A NaN or infinite reward, loss or gradient: "stop" (save the last good state and stop, naming
@@ -52,6 +53,7 @@ def build(config, task: tasks_lib.Task | None = None):
                         max_len=task.prompt_len + task.max_new_tokens,
                         logprob_chunk_size=_chunk_size(config), masked_ids=never_emitted(task))
   _check_text(task, policy, config)
+  policy = _with_lora(config, policy)
   if advantage.needs_components and not task.component_weights:
     raise ValueError(f"advantage {config.advantage!r} normalises each reward component: task "
                      f"{task.name!r} has none (Task.component_weights; a text task has them "
@@ -67,6 +69,34 @@ def build(config, task: tasks_lib.Task | None = None):
                      f"({config.model.init_from!r}) both name starting weights: set one.")
   pg.make_hparams(**config.hparams)  # names and ranges of the swept values
   return task, policy
+
+
+def uses_lora(config) -> bool:
+  return config.get("lora") is not None and config.lora.rank > 0
+
+
+def _with_lora(config, policy):
+  """The policy applying LoRA adapters when config.lora.rank > 0, every field checked."""
+  if config.get("lora") is None:
+    return policy
+  rank, alpha, pattern = config.lora.rank, config.lora.alpha, config.lora.targets
+  if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+    raise ValueError(f"config.lora.rank must be an int >= 0 (0: no LoRA, train every weight), "
+                     f"got {rank!r}.")
+  if not rank:
+    return policy
+  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+    raise ValueError(f"config.lora.alpha must be a number > 0 (adapters scaled by alpha / "
+                     f"rank), got {alpha!r}.")
+  if not isinstance(pattern, str) or not pattern:
+    raise ValueError(f"config.lora.targets must be a regex over parameter paths, got "
+                     f"{pattern!r}.")
+  if policy.has_values:
+    raise ValueError(f"config.lora with config.model.value_head = "
+                     f"{config.model.value_head!r}: LoRA trains adapters only, and a value head "
+                     f"needs its own weights trained; use a critic-free estimator.")
+  lora.targets(abstract_params(policy), pattern, rank)  # matches something, rank fits
+  return with_lora(policy, alpha)
 
 
 def task_options(config) -> dict:

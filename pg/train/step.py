@@ -28,9 +28,10 @@ import optax
 import pg
 from pg.core import rollout_correction as rc
 from pg.core import shaping
+from pg.policy import lora as lora_lib
 from pg.policy import sampler as sampler_lib
 from pg.policy.base import with_compute_dtype
-from pg.train.build import aggregation, shares_prompts
+from pg.train.build import aggregation, shares_prompts, uses_lora
 from pg.train.loss import make_loss
 from pg.train.optim import optimizer
 from pg.train.params_io import load_params
@@ -49,6 +50,10 @@ class TrainState:
   # config.staleness = k > 0: the params of the last k updates, `[k, ...]` per leaf (slot
   # step % k holds those of update step − k, which the sampler draws with); else None.
   past_params: Any = None
+  # config.lora: the frozen base's variables ({"params": ...}), one copy shared by every run.
+  # Set only inside the compiled chunk (an unbatched argument); `params` then holds the run's
+  # adapters ({"lora": ...}, `pg.policy.lora`), and the base alone is π_ref.
+  base: Any = None
 
 
 def initial_params(config, policy):
@@ -57,6 +62,14 @@ def initial_params(config, policy):
   if config.get("init_from"):
     return load_params(config.init_from, policy)
   return policy.pretrained_params()
+
+
+def lora_base(config, policy):
+  """With config.lora: the frozen base every run's adapters sit on, built once: the starting
+  params (`initial_params`) under a policy initialised from `config.seed`."""
+  params = jax.jit(policy.init)(jax.random.PRNGKey(config.seed))
+  start = initial_params(config, policy)
+  return params if start is None else policy.warm_start(params, start)
 
 
 def make_train(config, task, policy, data_sharding=None, on_update=None, param_sharding=None):
@@ -91,8 +104,10 @@ def make_train(config, task, policy, data_sharding=None, on_update=None, param_s
   advantage_fn = pg.get_advantage(config.advantage)
   forward, loss_fn = make_loss(config, policy, aggregation(config), share_prompts,
                                task.prompt_mask)
-  gradient_step = make_gradient_step(config, loss_fn, constrain_params)
-  start_params = initial_params(config, policy)
+  use_lora = uses_lora(config)
+  if not use_lora:
+    gradient_step = make_gradient_step(config, loss_fn, constrain_params)
+  start_params = None if use_lora else initial_params(config, policy)
   # Sampler–trainer mismatch (pg.core.rollout_correction): another compute dtype, stale params.
   stale = config.get("staleness", 0)
   sampler_policy = (with_compute_dtype(policy, config.sampler_dtype)
@@ -104,21 +119,36 @@ def make_train(config, task, policy, data_sharding=None, on_update=None, param_s
   def init(key, hp, start=start_params) -> TrainState:
     """A run's first state; `start` (default: the config's starting params, `init.start_params`)
     goes in whole or, for a pretrained checkpoint, under a fresh value head. The programs pass
-    it as an argument, so a pretrained model's weights are not compiled in as constants."""
+    it as an argument, so a pretrained model's weights are not compiled in as constants. With
+    config.lora, `start` is the frozen base (`lora_base`) and the run's params are fresh
+    adapters on it."""
     init_key, run_key = jax.random.split(key)
-    params = policy.init(init_key)
-    if start is not None:
-      params = policy.warm_start(params, start)
-    params = constrain_params(params)
+    if use_lora:
+      params = lora_lib.init_adapters(init_key, start, config.lora.targets, config.lora.rank)
+    else:
+      params = policy.init(init_key)
+      if start is not None:
+        params = policy.warm_start(params, start)
+      params = constrain_params(params)
     opt_state = optimizer(hp, config.max_grad_norm).init(params)
     past = (jax.tree_util.tree_map(lambda x: jnp.repeat(x[None], stale, axis=0), params)
             if stale else None)
-    return TrainState(params=params, ref_params=params if use_ref else None,
+    return TrainState(params=params, ref_params=params if use_ref and not use_lora else None,
                       opt_state=opt_state, baseline_state=pg.init_baseline_state(),
                       key=run_key, step=jnp.zeros((), jnp.int32), hp=hp,
                       halted=jnp.zeros((), bool), past_params=past)
 
   init.start_params = start_params
+
+  def policy_params(state: TrainState, params=None):
+    """The variables the policy runs (`params`, default the state's): the run's own, or with
+    LoRA the shared base under the run's adapters."""
+    params = state.params if params is None else params
+    return lora_lib.combine(state.base, params) if use_lora else params
+
+  def reference_params(state: TrainState):
+    """π_ref: the initial policy, or with LoRA the base alone (adapters off)."""
+    return state.base if use_lora else state.ref_params
 
   oversample = config.get("oversample", 1)
   overlong = config.get("overlong_buffer", 0)
@@ -129,8 +159,8 @@ def make_train(config, task, policy, data_sharding=None, on_update=None, param_s
     num_prompts kept (`pg.core.shaping`)."""
     prompts_NxP = task.sample_prompts(prompt_key, config.num_prompts * oversample)
     prompts_BxP = constrain(jnp.repeat(prompts_NxP, G, axis=0))
-    behaviour = state.params if not stale else jax.tree_util.tree_map(
-        lambda r: r[state.step % stale], state.past_params)
+    behaviour = policy_params(state, state.params if not stale else jax.tree_util.tree_map(
+        lambda r: r[state.step % stale], state.past_params))
     s = constrain(sampler_lib.sample(
         sampler_policy, behaviour, prompts_NxP, sample_key, max_new_tokens=T, eos_id=task.eos_id,
         pad_id=task.pad_id, temperature=state.hp["temperature"], group_size=G,
@@ -165,7 +195,7 @@ def make_train(config, task, policy, data_sharding=None, on_update=None, param_s
     """Each row's prompt answered greedily and scored (ReMax's baseline), `[B]`."""
     prompts_NxP = prompts_BxP[::G]
     g = sampler_lib.sample(
-        policy, state.params, prompts_NxP, jax.random.PRNGKey(0), max_new_tokens=T,
+        policy, policy_params(state), prompts_NxP, jax.random.PRNGKey(0), max_new_tokens=T,
         eos_id=task.eos_id, pad_id=task.pad_id, temperature=state.hp["temperature"],
         prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids, greedy=True)
     scores_N, _ = task.score_and_extras(prompts_NxP, g.tokens_BxT, g.mask_BxT)
@@ -189,7 +219,7 @@ def make_train(config, task, policy, data_sharding=None, on_update=None, param_s
     hp, mask = state.hp, s.mask_BxT
     trainer_logp = values_BxT = None
     if policy.has_values or mismatch or recompute:  # the trainer's own forward pass
-      trainer_logp, _, values_BxT = forward(state.params, prompts_BxP, s.tokens_BxT,
+      trainer_logp, _, values_BxT = forward(policy_params(state), prompts_BxP, s.tokens_BxT,
                                             hp["temperature"])
     # The behaviour log-probs PPO's ratio is taken against: the trainer's recompute when a
     # correction is on, else the sampler's ("bypass"). KL to π_ref is the trained policy's.
@@ -199,7 +229,7 @@ def make_train(config, task, policy, data_sharding=None, on_update=None, param_s
     kl_to_ref_B = jnp.zeros((B,), jnp.float32)
     kl_reward = None
     if use_ref:
-      ref_logp_BxT, _, _ = forward(state.ref_params, prompts_BxP, s.tokens_BxT,
+      ref_logp_BxT, _, _ = forward(reference_params(state), prompts_BxP, s.tokens_BxT,
                                    hp["temperature"])
       batch["ref_logp"] = ref_logp_BxT
       kl_to_ref_B = pg.masked_sum(pg.kl_k1(own_logp, ref_logp_BxT), mask, axis=1)
@@ -238,16 +268,18 @@ def make_train(config, task, policy, data_sharding=None, on_update=None, param_s
     # Keys for losses that draw (Clip-Cov); a fold of the permutation key, so every other
     # number of the update is unchanged.
     batch["loss_key"] = constrain(jax.random.split(jax.random.fold_in(perm_key, 2**31 - 1), B))
+    step_fn = gradient_step if not use_lora else make_gradient_step(  # adapters only
+        config, lambda adapters, mb, hp: loss_fn(policy_params(state, adapters), mb, hp))
 
     def epoch(carry, e):
       if share_prompts:  # one minibatch of whole groups, in order
-        return jax.lax.scan(gradient_step, carry,
+        return jax.lax.scan(step_fn, carry,
                             constrain(jax.tree_util.tree_map(lambda x: x[None], batch), 1))
       perm_B = jax.random.permutation(jax.random.fold_in(perm_key, e), B)
       M = B // config.num_minibatches
       minibatches = constrain(jax.tree_util.tree_map(
           lambda x: x[perm_B].reshape(config.num_minibatches, M, *x.shape[1:]), batch), 1)
-      return jax.lax.scan(gradient_step, carry, minibatches)
+      return jax.lax.scan(step_fn, carry, minibatches)
 
     reward_ok = jnp.all(jnp.isfinite(scores_B))
     allowed = reward_ok & ~state.halted
@@ -274,8 +306,11 @@ def make_train(config, task, policy, data_sharding=None, on_update=None, param_s
                           step=state.step + 1, halted=halted, past_params=past)
     return state, metrics
 
-  def train_chunk(state: TrainState):
-    return jax.lax.scan(update, state, None, length=config.updates_per_chunk)
+  def train_chunk(state: TrainState, base=None):
+    """K updates; `base`: with LoRA, the frozen base (unbatched under the runs' vmap)."""
+    state, metrics = jax.lax.scan(update, state.replace(base=base), None,
+                                  length=config.updates_per_chunk)
+    return state.replace(base=None), metrics
 
   return init, train_chunk
 

@@ -30,6 +30,7 @@ from pg.run import sweep
 from pg import tasks
 from pg.rlhf import text
 from pg import train
+from pg.train import sharding
 
 from compile_guard import no_compiles
 from tiny_config import tiny
@@ -59,6 +60,15 @@ def small(**overrides):
         c[k][kk] = vv
     else:
       c[k] = v
+  return c
+
+
+def lora_llama(value_head="none", **lora):
+  """A one-layer Llama (width 16, KV width 8) with LoRA options `lora`."""
+  c = small()
+  c.model = {"name": "llama", "num_layers": 1, "d_model": 16, "num_heads": 2, "num_kv_heads": 1,
+             "mlp_dim": 32, "value_head": value_head}
+  c.lora.update({"rank": 2, **lora})
   return c
 
 
@@ -166,10 +176,24 @@ STATIC = [
     config_case("mesh.seed=-1", {"mesh": {"seed": -1, "data": 1}}, ValueError,
                 r"config.mesh.seed and config.mesh.data must be >= 0 \(0: choose\)",
                 build=programs),
+    Case("mesh.fsdp=3", lambda tmp, mp: lambda: sharding.mesh_shape(small(mesh={"fsdp": 3}), 8),
+         ValueError, r"config.mesh.fsdp \(3\) must divide the number of devices, 8"),
+    Case("lora.targets=nothing", lambda tmp, mp: lambda: train.build(lora_llama(targets="nope")),
+         ValueError, r"config.lora.targets 'nope' matches no projection of this model; its "
+         r"projections: params/trunk/layer_0/down/kernel, .*params/trunk/layer_0/q/kernel, "),
+    Case("lora.rank=too_big", lambda tmp, mp: lambda: train.build(lora_llama(rank=17)),
+         ValueError, r"config.lora.rank \(17\) is larger than the matrix "
+         r"params/trunk/layer_0/\w+/kernel \(\d+, \d+\) \(rank at most 16\)"),
+    Case("lora.rank=-1", lambda tmp, mp: lambda: train.build(lora_llama(rank=-1)),
+         ValueError, r"config.lora.rank must be an int >= 0"),
+    Case("lora.alpha=0", lambda tmp, mp: lambda: train.build(lora_llama(alpha=0.0)),
+         ValueError, r"config.lora.alpha must be a number > 0"),
+    Case("lora+value_head", lambda tmp, mp: lambda: train.build(lora_llama(value_head="shared")),
+         ValueError, r"config.lora with config.model.value_head = 'shared'"),
     Case("mesh=too_many_devices",
          lambda tmp, mp: lambda: programs(
              small(mesh={"seed": len(jax.devices()) + 1, "data": 1})), ValueError,
-         r"config.mesh: seed × data = \d+ × 1 must equal the number of devices"),
+         r"config.mesh: seed × data × fsdp = \d+ × 1 × 1 must equal the number of devices"),
 ]
 
 

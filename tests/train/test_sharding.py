@@ -69,6 +69,14 @@ def test_checkpoint_saved_on_8_devices_restores_on_4(tmp_path, checkpoint):
 def test_fsdp_meshes_match_one_device_and_really_split_the_state(tmp_path):
   worker(8, "fsdp", tmp_path / "out.json")
   result = json.loads((tmp_path / "out.json").read_text())
+  lora_ref = result.pop("lora 1x1x1")
+  for mesh in ("lora 2x1x4", "lora 1x1x8"):  # LoRA on a base split over fsdp: same numbers
+    got = result.pop(mesh)
+    for k, v in lora_ref["metrics"].items():
+      np.testing.assert_allclose(got["metrics"][k], v, rtol=1e-5, atol=1e-5,
+                                 err_msg=f"{mesh}: {k}")
+    assert "fsdp" in got["base_q_spec"] and "seed" not in got["base_q_spec"], got
+    assert got["base_bytes"] < lora_ref["base_bytes"] / 3, (mesh, got["base_bytes"])
   ref = result.pop("1x1x1")
   for mesh, got in result.items():
     for k, v in ref["metrics"].items():

@@ -20,7 +20,7 @@ import tempfile
 import jax
 import numpy as np
 
-from pg.policy import base
+from pg.policy import base, lora
 from pg.policy.hf import families
 
 FIELD = "config.model.init_from"
@@ -251,7 +251,8 @@ def save_pretrained(params, policy, out_dir: str, *, architecture: str | None = 
   """Writes `params` (one run's: no seed axis) as a Hugging Face model directory: config.json
   and model.safetensors (`dtype` float32 or bfloat16), plus the tokenizer files of the
   directory `tokenizer_from` (a model directory, whose special token ids are kept, or a
-  tokenizer's alone; default: the policy's own checkpoint directory). The value head
+  tokenizer's alone; default: the policy's own checkpoint directory). Params with LoRA
+  adapters (a "lora" collection, `pg.policy.lora`) are merged into their kernels. The value head
   is not part of the format and is left out; the checkpoint's context length (and sliding
   window, for its own architecture) is kept. Written to a temporary directory and renamed, so
   an interrupted save leaves nothing half-written; an existing non-empty `out_dir` is refused
@@ -269,6 +270,12 @@ def save_pretrained(params, policy, out_dir: str, *, architecture: str | None = 
   if dtype not in ("float32", "bfloat16"):
     raise ValueError(f"save_pretrained: dtype must be 'float32' or 'bfloat16', got {dtype!r}.")
   mapping = _mapping(policy, architecture, "save_pretrained")
+  if hasattr(params, "get") and params.get(lora.LORA) is not None:  # LoRA: merged, W + (α/r) AB
+    if getattr(policy, "lora_alpha", None) is None:
+      raise ValueError("save_pretrained: params hold LoRA adapters but the policy has no "
+                       "lora_alpha to merge them with (pg.policy.base.with_lora).")
+    _check_fit(params, mapping, base.abstract_params(policy))
+    params = lora.merge(params, policy.lora_alpha)
   _check_fit(params, mapping, base.abstract_params(policy))
   config = families.hf_config(policy.cfg, architecture)
   config["dtype"] = config["torch_dtype"] = dtype
