@@ -47,7 +47,7 @@ class Samples(NamedTuple):
 
 def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos_id: int,
            pad_id: int, temperature=1.0, group_size: int = 1, prompt_mask_NxP=None,
-           eos_ids=(), greedy: bool = False) -> Samples:
+           eos_ids=(), greedy: bool = False, constrain=None) -> Samples:
   """Samples `max_new_tokens` slots for each of `group_size` rows per prompt (B = N·G rows, a
   prompt's G samples consecutive); temperature may be traced.
 
@@ -61,6 +61,10 @@ def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos
   `key` is one PRNG key for the whole batch, or one per prompt (`[N, 2]` raw keys or `[N]` typed
   keys): then row g of prompt n draws with `fold_in(key[n], g)` alone, so a row's samples do not
   depend on the other rows of the batch (nor on their padding).
+
+  `constrain` (a function of a tree whose leaves lead with the batch axis B) pins the KV cache,
+  the logits and the done flags to devices at every step (the train step splits them over its
+  mesh's data × fsdp axes); None leaves their placement to XLA.
   """
   fn = "sample"
   _checks.rank(fn, "prompts_NxP", prompts_NxP, 2)
@@ -97,6 +101,7 @@ def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos
                                         mask_BxL=prompt_mask_NxP)
   repeat = lambda x: jnp.repeat(x, group_size, axis=0) if group_size > 1 else x
   logits_Bx1xV, cache = repeat(logits_NxPxV[:, -1:]), jax.tree_util.tree_map(repeat, cache)
+  pin = constrain or (lambda tree: tree)
 
   def step(carry, t, block):
     cache, logits_BxV, done_B = carry
@@ -115,9 +120,9 @@ def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos
     mask_B = live_B.astype(jnp.float32)
     done_B = done_B | jnp.any(y_B[:, None] == stop_ids[None, :], axis=1)
     next_logits_Bx1xV, cache = decode(y_B[:, None], P + t, cache, block)
-    return (cache, next_logits_Bx1xV[:, 0], done_B), (y_B, logp_B * mask_B, mask_B)
+    return pin((cache, next_logits_Bx1xV[:, 0], done_B)), (y_B, logp_B * mask_B, mask_B)
 
-  carry = (cache, logits_Bx1xV[:, 0], jnp.zeros((B,), bool))
+  carry = pin((cache, logits_Bx1xV[:, 0], jnp.zeros((B,), bool)))
   outs = []
   for j, (start, stop) in enumerate(segments):
     carry, out = jax.lax.scan(lambda c, t, j=j: step(c, t, j), carry, jnp.arange(start, stop))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from pg.policy import lora
 from pg.rlhf import parts
 from pg.rlhf.report import one_sample
 from pg.run.tables import markdown_table
@@ -85,8 +86,9 @@ def gold_evaluation(config, tok, policy, task, policies, betas_of) -> tuple[str,
   return table + note, numbers
 
 
-def final_policies(workdir):
-  """The RL runs' final params, restored from their batch checkpoints: [(label, params)]."""
+def final_policies(workdir, base=None):
+  """The RL runs' final params, restored from their batch checkpoints: [(label, params)]; runs
+  trained with LoRA saved adapters only, which go on `base` (π_ref's params)."""
   import json
   import os
 
@@ -100,7 +102,12 @@ def final_policies(workdir):
       with ocp.CheckpointManager(os.path.abspath(os.path.join(d, "checkpoints"))) as manager:
         state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
       for i, label in enumerate(labels):
-        out.append((label, jax.tree_util.tree_map(lambda x: x[i], state["params"])))
+        params = jax.tree_util.tree_map(lambda x: x[i], state["params"])
+        if lora.LORA in params:
+          if base is None:
+            raise ValueError(f"{d}: the runs saved LoRA adapters; pass the base they sit on.")
+          params = lora.combine(base, params)
+        out.append((label, params))
   return out
 
 

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from pg import tasks, train
 from pg.policy import build_policy, sampler
+from pg.policy.base import with_lora
 from pg.policy.generate import pretrained_tree
 from pg.rlhf import parts, report
 from pg.rlhf import supervised as lm
@@ -238,8 +239,11 @@ def stage_report(config, workdir, verbose=True):
   beta_of = lambda label: label.get("kl_coef", default_beta)
   tok = parts.tokenizer(config, workdir)
   policy = parts.make_policy(config, workdir, tok=tok)
+  if config.get("lora") is not None and config.lora.rank > 0:  # RL trained adapters on π_ref
+    policy = with_lora(policy, config.lora.alpha)
   task = make_task(config, workdir, tok)
-  policies = [({"seed": ""}, pretrained_tree(policy))] + evaluate.final_policies(workdir)
+  ref = pretrained_tree(policy)
+  policies = [({"seed": ""}, ref)] + evaluate.final_policies(workdir, base=ref)
   with open(_path(workdir, "samples.md"), "w") as f:
     f.write(evaluate.samples_before_after(config, tok, policy, task, policies, beta_of, betas))
   if config.rlhf.get("eval_prompts", 0):

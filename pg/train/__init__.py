@@ -8,4 +8,4 @@ from pg.train.build import ON_NONFINITE, KL_PLACEMENTS, aggregation, build, shar
 from pg.train.params_io import load_params, save_params, shape_mismatch
 from pg.train.programs import (Runs, compiler_options, hparams_from_config, make_programs,
                                seed_keys, seed_labels, seed_runs)
-from pg.train.step import TrainState, make_train
+from pg.train.step import TrainState, lora_base, make_train

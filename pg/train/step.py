@@ -164,7 +164,8 @@ def make_train(config, task, policy, data_sharding=None, on_update=None, param_s
     s = constrain(sampler_lib.sample(
         sampler_policy, behaviour, prompts_NxP, sample_key, max_new_tokens=T, eos_id=task.eos_id,
         pad_id=task.pad_id, temperature=state.hp["temperature"], group_size=G,
-        prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids))
+        prompt_mask_NxP=task.prompt_mask(prompts_NxP), eos_ids=task.eos_ids,
+        constrain=constrain if data_sharding is not None else None))
     scores_B, extra_B = task.score_and_extras(prompts_BxP, s.tokens_BxT, s.mask_BxT)
     shaped_B, penalty_B = shaped_scores(state, scores_B, s.mask_BxT)
     shape_metrics = {} if penalty_B is None else {"overlong_penalty": jnp.mean(penalty_B)}

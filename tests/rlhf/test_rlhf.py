@@ -222,6 +222,29 @@ def test_kl_in_the_loss_starts_at_zero_and_keeps_the_reference_frozen(kl_in_loss
   assert "β = 0.2" in summary  # the report stage reads an unswept β from the config
 
 
+@pytest.mark.slow  # trains the tiny RL stage again
+def test_the_rl_stage_with_lora_trains_adapters_on_pi_ref(pipeline, tmp_path_factory):
+  """config.lora: the RL runs keep adapters only (π_ref is their base) and the report stage
+  puts them back on π_ref to sample and judge the final policies."""
+  _, source, _ = pipeline
+  workdir = str(tmp_path_factory.mktemp("rlhf_lora"))
+  shutil.copytree(os.path.join(source, "pi_ref"), os.path.join(workdir, "pi_ref"))
+  for name in ("reward_model.msgpack", "preferences.npz", "summary.json"):
+    if os.path.exists(os.path.join(source, name)):
+      shutil.copy(os.path.join(source, name), workdir)
+  config = tiny_rlhf()
+  config.lora.rank = 2
+  config.hparams.learning_rate = 3e-2
+  rlhf.run(config, workdir, stages=("rl", "report"), verbose=False)
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "rl", "results.jsonl"))]
+  assert all(abs(r["kl_to_ref"]) < 1e-5 for r in rows if r["update"] == 0)
+  assert any(abs(r["kl_to_ref"]) > 1e-5 for r in rows if r["update"] == 1)
+  state = restore_rl_state(workdir)
+  assert set(state["params"]) == {"lora"} and state.get("ref_params") is None
+  assert "β = 0.1" in open(os.path.join(workdir, "summary.md")).read()
+  assert os.path.getsize(os.path.join(workdir, "samples.md")) > 0
+
+
 def test_bradley_terry_labels_follow_the_sigmoid():
   """Each level of g_a − g_b gets n = 20,000 draws; the share of first-wins must lie within
   4 binomial standard errors of σ(Δ/T)."""

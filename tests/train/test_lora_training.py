@@ -69,3 +69,17 @@ def test_each_run_of_a_shared_base_program_equals_that_run_alone():
     _, alone, _, _ = run(config, keys[r:r + 1])
     for k in ("mean_score", "loss", "kl_to_ref", "grad_norm"):
       np.testing.assert_allclose(alone[k][0], together[k][r], rtol=2e-5, atol=2e-6, err_msg=k)
+
+
+def test_a_lora_sweep_is_one_program_over_settings_and_seeds(tmp_path):
+  from pg.run import sweep
+  config = lora_config(num_chunks=1)
+  config.sweep.learning_rate = (1e-3, 3e-2)
+  summary = sweep.run(config, str(tmp_path / "sweep"), verbose=False, log=lambda *a: None)
+  import json
+  rows = [json.loads(line) for line in open(tmp_path / "sweep" / "results.jsonl")]
+  assert len(rows) == 2 * 2 * config.updates_per_chunk  # settings × seeds × updates
+  last = {(r["learning_rate"], r["seed"]): r for r in rows if r["update"] == 4}
+  # Same seed, another rate: the same first samples, then other adapters.
+  assert last[(1e-3, 0)]["kl_to_ref"] != last[(3e-2, 0)]["kl_to_ref"]
+  assert summary is not None

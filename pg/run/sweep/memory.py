@@ -32,11 +32,12 @@ def memory_budget_bytes(config) -> int:
   if stats and "bytes_limit" in stats:
     free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
   else:
-    free = _host_available_bytes() // max(1, jax.local_device_count())
+    free = host_available_bytes() // max(1, jax.local_device_count())
   return int(MEMORY_FRACTION * free)
 
 
-def _host_available_bytes() -> int:
+def host_available_bytes() -> int:
+  """The host's free memory (Linux MemAvailable, else free pages)."""
   try:
     with open("/proc/meminfo") as f:
       for line in f:
