@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from pg import train
 from pg.policy import lora
@@ -61,6 +62,7 @@ def test_lora_trains_adapters_on_one_frozen_base():
       assert np.all(s[RANK:] < 1e-6 * s[0]), (name, s[:RANK + 1])
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_each_run_of_a_shared_base_program_equals_that_run_alone():
   config = lora_config()
   keys = train.seed_keys(config)
@@ -71,6 +73,7 @@ def test_each_run_of_a_shared_base_program_equals_that_run_alone():
       np.testing.assert_allclose(alone[k][0], together[k][r], rtol=2e-5, atol=2e-6, err_msg=k)
 
 
+@pytest.mark.slow  # default suite under 9 min; CI runs it
 def test_a_lora_sweep_is_one_program_over_settings_and_seeds(tmp_path):
   from pg.run import sweep
   config = lora_config(num_chunks=1)
