@@ -32,6 +32,7 @@ from pg.policy.base import FlaxPolicy, TokenFlops, register_policy
 from pg.policy.partition import FSDP
 
 VALUE_HEADS = ("none", "shared", "separate")
+DECODE = "decode"  # a variable collection the sampler adds for its loop (`decode_params`)
 # FSDP splits every matrix along its model dimension D (`pg.policy.partition`); norm scales
 # and biases stay whole. First match wins.
 PARTITION_RULES = (
@@ -240,6 +241,9 @@ class PolicyValue(nn.Module):
       self.value_out = nn.Dense(1, dtype=jnp.float32, name="value_out")
 
   def head(self, h_BxLxD):
+    if self.has_variable(DECODE, "head_DxV"):  # the sampler's copy (`decode_params`)
+      dtype = self.cfg.dtype
+      return h_BxLxD.astype(dtype) @ jnp.asarray(self.get_variable(DECODE, "head_DxV"), dtype)
     return self.trunk.logits(h_BxLxD) if self.cfg.tie_embeddings else self.lm_head(h_BxLxD)
 
   def _values(self, h, critic_hidden):
@@ -333,6 +337,14 @@ class LlamaPolicy(FlaxPolicy):
 
   def init_cache(self, batch_size: int, block_sizes=None):
     return init_cache(self.cfg, batch_size, block_sizes)
+
+  def decode_params(self, params):
+    """`params` for the sampler's loop: with tied embeddings, plus the LM head laid out as
+    `[D, V]` once, so no decode step transposes the `[V, D]` embedding again (on CPU XLA wrote
+    that 113 MB copy at every step at SmolLM2's size)."""
+    if not self.cfg.tie_embeddings:
+      return params
+    return {**params, DECODE: {"head_DxV": params["params"]["trunk"]["embed"]["embedding"].T}}
 
   def decode(self, params, tokens_BxL, pos, cache, block: int = 0, mask_BxL=None):
     logits, cache = self._apply(params, tokens_BxL, pos, cache, block, mask_BxL,

@@ -47,7 +47,8 @@ class Samples(NamedTuple):
 
 def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos_id: int,
            pad_id: int, temperature=1.0, group_size: int = 1, prompt_mask_NxP=None,
-           eos_ids=(), greedy: bool = False, constrain=None) -> Samples:
+           eos_ids=(), greedy: bool = False, constrain=None,
+           stop_early: bool = True) -> Samples:
   """Samples `max_new_tokens` slots for each of `group_size` rows per prompt (B = N·G rows, a
   prompt's G samples consecutive); temperature may be traced.
 
@@ -61,6 +62,11 @@ def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos
   `key` is one PRNG key for the whole batch, or one per prompt (`[N, 2]` raw keys or `[N]` typed
   keys): then row g of prompt n draws with `fold_in(key[n], g)` alone, so a row's samples do not
   depend on the other rows of the batch (nor on their padding).
+
+  `stop_early` (default True): decoding stops once every row has ended (an end token in each),
+  so short answers do not pay for `max_new_tokens`; the samples are the same as with False
+  (every step run; ended rows emit pads), bit for bit. Under `vmap` the loop runs until every
+  mapped batch has ended.
 
   `constrain` (a function of a tree whose leaves lead with the batch axis B) pins the KV cache,
   the logits and the done flags to devices at every step (the train step splits them over its
@@ -92,6 +98,8 @@ def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos
     row_keys_B = row_keys_B.reshape(B, *row_keys_B.shape[2:])
   stop_ids = jnp.asarray(sorted({int(eos_id), *(int(i) for i in eos_ids)} - {-1}) or [-1],
                          jnp.int32)
+  if hasattr(policy, "decode_params"):  # the policy's loop-ready form (a head laid out once)
+    params = policy.decode_params(params)
   decode = lambda tokens, pos, cache, block=0: policy.decode(params, tokens, pos, cache, block)
   segments, sizes = cache_blocks(P, max_new_tokens, policy.max_len)
   if prompt_mask_NxP is None:
@@ -123,9 +131,28 @@ def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos
     return pin((cache, next_logits_Bx1xV[:, 0], done_B)), (y_B, logp_B * mask_B, mask_B)
 
   carry = pin((cache, logits_Bx1xV[:, 0], jnp.zeros((B,), bool)))
-  outs = []
+  if not stop_early:
+    outs = []
+    for j, (start, stop) in enumerate(segments):
+      carry, out = jax.lax.scan(lambda c, t, j=j: step(c, t, j), carry, jnp.arange(start, stop))
+      outs.append(out)
+    y_TxB, logp_TxB, mask_TxB = (jnp.concatenate(x, axis=0) for x in zip(*outs))
+    return Samples(y_TxB.T, logp_TxB.T, mask_TxB.T, ~carry[2])
+  # Stop as soon as every row has ended: a while loop per cache block, writing each step's
+  # outputs into buffers that start as what an ended row emits (pad, log-prob 0, mask 0), so
+  # the samples are those of running every step.
+  T = max_new_tokens
+  outs = (jnp.full((T, B), pad_id, jnp.int32), jnp.zeros((T, B), jnp.float32),
+          jnp.zeros((T, B), jnp.float32))
   for j, (start, stop) in enumerate(segments):
-    carry, out = jax.lax.scan(lambda c, t, j=j: step(c, t, j), carry, jnp.arange(start, stop))
-    outs.append(out)
-  y_TxB, logp_TxB, mask_TxB = (jnp.concatenate(x, axis=0) for x in zip(*outs))
+    def body(loop, j=j):
+      t, carry, outs = loop
+      carry, out = step(carry, t, j)
+      return t + 1, carry, tuple(o.at[t].set(x) for o, x in zip(outs, out))
+
+    def more(loop, stop=stop):
+      t, carry, _ = loop
+      return (t < stop) & ~jnp.all(carry[2])
+    _, carry, outs = jax.lax.while_loop(more, body, (jnp.asarray(start, jnp.int32), carry, outs))
+  y_TxB, logp_TxB, mask_TxB = outs
   return Samples(y_TxB.T, logp_TxB.T, mask_TxB.T, ~carry[2])

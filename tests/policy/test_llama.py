@@ -171,3 +171,18 @@ def test_gpt_refuses_a_prompt_mask():
                    pad_id=0, prompt_mask_NxP=mask)
   with pytest.raises(ValueError, match="takes prompts of one length"):
     policy.response_stats(params, ids, ids, 1.0, mask)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_the_samplers_decode_params_give_the_same_logits(tie):
+  """`decode_params` lays a tied head out as [D, V] once for the decode loop; decoding with it
+  gives the logits decoding gives without it."""
+  policy, params = tiny(tie_embeddings=tie)
+  prompts = jax.random.randint(jax.random.PRNGKey(1), (3, 7), 0, policy.vocab_size)
+  ready = policy.decode_params(params)
+  assert ("decode" in ready) == tie
+  want, _ = policy.decode(params, prompts, 0, policy.init_cache(3))
+  got, _ = policy.decode(ready, prompts, 0, policy.init_cache(3))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  full, _ = policy.sequence_outputs(params, prompts)
+  np.testing.assert_allclose(got, full, rtol=1e-4, atol=1e-4)

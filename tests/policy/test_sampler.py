@@ -139,3 +139,68 @@ def test_the_pad_token_is_never_sampled_and_rho_stays_one(masked):
   assert policy.masked_ids == (task.pad_id,) and live_pads == 0
   logp, _, _ = policy.response_stats(params, prompts, s.tokens_BxT, 0.9)
   np.testing.assert_allclose(logp * s.mask_BxT, s.logp_BxT, atol=1e-5)
+
+
+class CountingPolicy:
+  """A policy whose every decode call (prefill or step) ticks a host counter as it runs."""
+
+  def __init__(self, policy):
+    self.policy, self.calls = policy, 0
+
+  def tick(self):
+    self.calls += 1
+
+  def decode(self, *args, **kwargs):
+    jax.debug.callback(self.tick)
+    return self.policy.decode(*args, **kwargs)
+
+  def __getattr__(self, name):
+    return getattr(self.policy, name)
+
+
+def small_llama(vocab=12, max_len=96):
+  import ml_collections
+  return build_policy(ml_collections.ConfigDict(
+      {"name": "llama", "num_layers": 1, "d_model": 16, "num_heads": 2, "num_kv_heads": 1,
+       "mlp_dim": 32}), vocab_size=vocab, max_len=max_len)
+
+
+@pytest.mark.parametrize("block", [None, 16])
+def test_decoding_stops_once_every_row_has_ended_with_the_same_samples(monkeypatch, block):
+  if block:
+    monkeypatch.setattr(sampler, "DECODE_BLOCK", block)  # several cache blocks, each a loop
+  policy = small_llama()
+  params = policy.init(jax.random.PRNGKey(0))
+  prompts = jax.random.randint(jax.random.PRNGKey(1), (4, 6), 1, 12)
+  kw = dict(max_new_tokens=80, eos_id=3, pad_id=0, temperature=1.0, group_size=3)
+  runs = {}
+  for early in (True, False):
+    counting = CountingPolicy(policy)
+    s = jax.jit(lambda p, k, c=counting, e=early: sampler.sample(c, p, prompts, k, stop_early=e,
+                                                                  **kw))(
+        params, jax.random.PRNGKey(2))
+    jax.block_until_ready(s)
+    jax.effects_barrier()
+    runs[early] = s, counting.calls
+  (s, calls), (full, full_calls) = runs[True], runs[False]
+  for a, b in zip(s, full):
+    np.testing.assert_array_equal(a, b)
+  lengths = np.asarray(s.mask_BxT).sum(1)
+  assert not np.any(np.asarray(s.truncated_B))  # every row ended ...
+  assert lengths.max() < 40  # ... well before max_new_tokens
+  assert full_calls == 1 + 80  # the prefill and every step
+  assert calls == 1 + lengths.max()  # the prefill and the steps until the last row ended
+
+
+def test_stopping_early_under_vmap_and_without_an_end_token_changes_no_sample():
+  policy = small_llama()
+  params = policy.init(jax.random.PRNGKey(0))
+  prompts_RxNxP = jax.random.randint(jax.random.PRNGKey(1), (3, 2, 5), 1, 12)
+  keys = jax.random.split(jax.random.PRNGKey(4), 3)
+  for eos in (3, -1):
+    def run(early, eos=eos):
+      f = lambda p, k: sampler.sample(policy, params, p, k, max_new_tokens=30, eos_id=eos,
+                                      pad_id=0, group_size=2, stop_early=early)
+      return jax.jit(jax.vmap(f))(prompts_RxNxP, keys)
+    for a, b in zip(run(True), run(False)):
+      np.testing.assert_array_equal(a, b)
