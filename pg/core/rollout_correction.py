@@ -144,9 +144,14 @@ def effective_sample_size(weights_BxT, mask_BxT):
 def diagnostics(weights_BxT, rejected_BxT, train_logp_BxT, sampler_logp_BxT, mask_BxT) -> dict:
   """The per-update scalars to log: `is_ess` (effective sample size of the weights, in (0, 1]),
   `is_rejected_fraction` (share of tokens clipped, masked or rejected), `mismatch_k3` (mean
-  k3 estimate of KL(π_sampler ‖ π_train) per token) and `is_weight_mean`."""
+  k3 estimate of KL(π_sampler ‖ π_train) per token), `is_weight_mean`, `mismatch_abs_logp`
+  (mean |log π_train − log π_sampler| per token) and `mismatch_ratio_outside` (share of tokens
+  whose ratio π_train / π_sampler lies outside [0.5, 2])."""
   m = jnp.asarray(mask_BxT, jnp.float32)
+  delta = jnp.abs(jax.lax.stop_gradient(train_logp_BxT) - jax.lax.stop_gradient(sampler_logp_BxT))
   return {"is_ess": effective_sample_size(weights_BxT, m),
+          "mismatch_abs_logp": masked_mean(delta, m),
+          "mismatch_ratio_outside": masked_mean((delta > jnp.log(2.0)).astype(jnp.float32), m),
           "is_rejected_fraction": masked_mean(rejected_BxT, m),
           "mismatch_k3": masked_mean(kl_k3(jax.lax.stop_gradient(sampler_logp_BxT),
                                            jax.lax.stop_gradient(train_logp_BxT)), m),

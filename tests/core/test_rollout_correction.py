@@ -80,6 +80,11 @@ def test_diagnostics():
   k3 = ((r - 1) - np.log(r)) * m
   assert float(d["mismatch_k3"]) == pytest.approx(k3.sum() / m.sum(), rel=1e-4)
   assert float(d["is_rejected_fraction"]) == pytest.approx((r > 1.2)[m > 0].mean())
+  delta = np.abs(train - sampler)
+  assert float(d["mismatch_abs_logp"]) == pytest.approx((delta * m).sum() / m.sum(), rel=1e-5)
+  outside = (r < 0.5) | (r > 2.0)
+  assert outside[m > 0].any() and not outside[m > 0].all()
+  assert float(d["mismatch_ratio_outside"]) == pytest.approx(outside[m > 0].mean())
   assert 0 < float(d["is_ess"]) <= 1
 
 
