@@ -3,6 +3,8 @@
     python experiments/bench_train.py [--config configs/default.py] [--seeds 1 8 32]
     python experiments/bench_train.py --sweep     # 4 learning rates × 8 seeds: one program
                                                   # against the same 32 runs one by one
+    python experiments/bench_train.py --reference # the PyTorch reference problem (issue 20):
+                                                  # configs/bench_smollm2_reference.py, f32 and bf16
 
 About 1 minute on a 2-core CPU with the default config (--sweep: about 2 minutes). For each
 number of vmapped seeds it prints: seconds per update, generated tokens per second (response
@@ -37,7 +39,32 @@ def main():
   parser.add_argument("--peak-size", type=int, default=None,
                       help="side of the square matmul that measures the peak (default: 2048 "
                            "on CPU, 8192 on an accelerator)")
+  parser.add_argument("--reference", action="store_true",
+                      help="the PyTorch reference problem (configs/bench_smollm2_reference.py): "
+                           "float32, bfloat16 and a bfloat16 sampler, against the reference")
+  parser.add_argument("--rows", nargs="+", default=None,
+                      help="--reference: only these rows (float32, bfloat16, 'float32, "
+                           "bfloat16 sampler')")
+  parser.add_argument("--breakdown", action="store_true",
+                      help="--reference: also time the update's parts alone")
+  parser.add_argument("--early-stop", default=None, metavar="CONFIG",
+                      help="--reference: also time the sampler with and without stopping when "
+                           "every row has ended, on CONFIG's task (e.g. configs/smollm2_rlvr.py)")
+  parser.add_argument("--early-stop-tokens", type=int, default=64,
+                      help="--early-stop: max_new_tokens of that task")
+  parser.add_argument("--early-stop-greedy", action="store_true",
+                      help="--early-stop: greedy decoding instead of sampling")
+  parser.add_argument("--accelerator", nargs="*", default=None, metavar="MODEL",
+                      help="--reference on a GPU: per model (smollm2, qwen0.5b; default both) "
+                           "and dtype, the training phase's FLOP/s against the bf16 and "
+                           "float32/TF32 peaks and the sampler's bytes per step against the "
+                           "memory bandwidth, all measured in the run")
+  parser.add_argument("--report", default=os.path.join(os.path.dirname(__file__), "..",
+                                                       "reports", "bench_smollm2_reference", "summary.md"),
+                      help="--reference: markdown report to write ('' writes none)")
   args = parser.parse_args()
+  if args.reference:
+    return reference(args)
   config = load_config(args.config)
   if args.grad_accum_steps is not None:
     config = bench.changed(config, grad_accum_steps=args.grad_accum_steps)
@@ -46,6 +73,84 @@ def main():
     bench.report_sweep(config, args.learning_rates, args.sweep_seeds, args.repeats)
   else:
     bench.report_throughput(config, args.seeds, args.repeats, args.peak_size)
+
+
+def reference(args):
+  import shlex
+  import sys
+  import time
+  from pg.bench import llm, reference as ref
+  path = args.config if "--config" in sys.argv else os.path.join(
+      os.path.dirname(__file__), "..", "configs", "bench_smollm2_reference.py")
+  config = load_config(path)
+  start = time.perf_counter()
+  head = llm.header(config)
+  print(head, flush=True)
+  peak, peak_line = llm.float32_peak(args.peak_size or 0)
+  print(peak_line + "\n", flush=True)
+  if args.accelerator is not None:
+    from pg.run.tables import markdown_table
+    acc = ref.accelerator_rows(config, repeats=args.repeats,
+                               models=tuple(args.accelerator) or ("smollm2", "qwen0.5b"))
+    a = acc[0]
+    cell = lambda x: f"{x:.3g}" if isinstance(x, float) else str(x)
+    table = markdown_table(ref.ACCELERATOR_COLUMNS,
+                           [[cell(r[c]) for c in ref.ACCELERATOR_COLUMNS] for r in acc])
+    text = (f"{table}\n\nmeasured now: bf16 matmul "
+            f"peak {a['bf16 peak TFLOP/s']:.1f} TFLOP/s, float32 (default precision) "
+            f"{a['f32 peak TFLOP/s']:.1f} TFLOP/s, memory bandwidth {a['bandwidth GB/s']:.0f} "
+            f"GB/s")
+    print(text, flush=True)
+    if args.report:
+      with open(args.report, "w", encoding="utf-8") as f:
+        f.write(f"# The reference problem on {head.splitlines()[0]}\n\n`"
+                + shlex.join(["python", "experiments/bench_train.py", *sys.argv[1:]])
+                + f"`\n\n{text}\n")
+    return
+  rows = [] if args.rows == ["none"] else ref.rows(config, repeats=args.repeats, peak=peak,
+                                                   which=args.rows,
+                  on_row=lambda r: print(f"measured {r['row']}: {r['s/update']:.3g} s/update",
+                                         flush=True))
+  lines = [llm.table(rows), "", *ref.comparison(rows)] if rows else []
+  mismatch = [r for r in rows if "mismatch |Δ log π|" in r]
+  for r in mismatch:
+    lines.append(f"- {r['row']}: mean |Δ log π| between the bfloat16 sampler and the float32 "
+                 f"trainer {r['mismatch |Δ log π|']:.4f} per token; tokens with ρ outside "
+                 f"[0.5, 2]: {100 * r['ρ outside [0.5, 2]']:.2f}%")
+  if args.breakdown:
+    parts = ref.breakdown(config, repeats=args.repeats)
+    whole = next((r["s/update"] for r in rows if r["row"] == "float32"), None)
+    lines.append("\nfloat32 update, its parts jitted alone (median of "
+                 f"{args.repeats}): " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
+                 + (f"; the whole update {whole:.2f} s" if whole else ""))
+  if args.early_stop:
+    from pg.bench.train import changed
+    task_config = changed(load_config(args.early_stop),
+                          **{"task.options.max_new_tokens": args.early_stop_tokens})
+    e = ref.early_stop(task_config, repeats=args.repeats, greedy=args.early_stop_greedy)
+    how = "greedy" if args.early_stop_greedy else (
+        f"sampled at temperature {task_config.hparams.temperature}")
+    lines.append(f"\nthe sampler ({how}) on {os.path.basename(args.early_stop)}'s task "
+                 f"({task_config.num_prompts} prompts × {task_config.group_size} samples, "
+                 f"max_new_tokens {e['max_new_tokens']}): responses {e['mean length']:.1f} "
+                 f"tokens on average, the longest {e['longest']}, {100 * e['ended share']:.0f}% "
+                 f"ended; {e['stop early s']:.2f} s stopping once every row has ended against "
+                 f"{e['every step s']:.2f} s running every step "
+                 f"({e['every step s'] / e['stop early s']:.1f}×)")
+  wall = time.perf_counter() - start
+  text = "\n".join(lines)
+  print(f"\n{text}\n\nwall time {wall:.0f} s", flush=True)
+  if args.report:
+    command = shlex.join(["python", "experiments/bench_train.py", *sys.argv[1:]])
+    with open(args.report, "w", encoding="utf-8") as f:
+      f.write(f"# The PyTorch reference problem, run by pg\n\n`{command}`, {wall:.0f} s wall "
+              f"time.\n\n- {head.strip().replace(chr(10), chr(10) + '- ')}\n- {peak_line}\n- the "
+              f"reference (PyTorch + transformers, 2 threads, this machine): "
+              f"{ref.REFERENCE['s/update']} s per iteration (generation "
+              f"{ref.REFERENCE['generation s']} s, training {ref.REFERENCE['training s']} s), "
+              f"{ref.REFERENCE['tokens/s']:.0f} generated tokens/s, about "
+              f"{ref.REFERENCE['model GFLOP/s']:.0f} GFLOP/s of model work\n\n{text}\n")
+    print(f"wrote {args.report}")
 
 
 if __name__ == "__main__":

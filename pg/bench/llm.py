@@ -150,16 +150,20 @@ def float32_peak(size: int = 0) -> tuple[float, str]:
                 f"best of 10, default precision)")
 
 
-def sampler_program(group):
+def sampler_program(group, stop_early: bool = True, greedy: bool = False):
   """The sampler alone, as the train step calls it, vmapped over runs:
   `(params_R, prompts_RxNxP, keys_R, temperature_R) -> Samples`, jitted with the step's compiler
   options."""
   config, task, policy = group.config, group.task, group.policy
+  if config.get("sampler_dtype"):  # the sampler the step runs: another compute dtype
+    policy = policy_base.with_compute_dtype(policy, config.sampler_dtype)
 
   def sample(params, prompts_NxP, key, temperature):
     return sampler.sample(policy, params, prompts_NxP, key, max_new_tokens=task.max_new_tokens,
                           eos_id=task.eos_id, pad_id=task.pad_id, temperature=temperature,
-                          group_size=config.group_size)
+                          group_size=config.group_size, prompt_mask_NxP=task.prompt_mask(
+                              prompts_NxP), eos_ids=task.eos_ids, stop_early=stop_early,
+                          greedy=greedy)
   return jax.jit(jax.vmap(sample), compiler_options=train.compiler_options())
 
 
@@ -188,12 +192,19 @@ def measure(config, *, repeats: int, peak: float, label: str | None = None) -> d
   sampling_s = statistics.median(sampling_times)
   del state, sample, args
 
+  # A sampler in another dtype than the trainer (config.sampler_dtype): the log-prob mismatch
+  # the step measures (`pg.core.rollout_correction.diagnostics`), over the timed updates.
+  mismatch = {name: float(np.mean([np.asarray(m[key]) for m in metrics]))
+              for name, key in (("mismatch |Δ log π|", "mismatch_abs_logp"),
+                                ("ρ outside [0.5, 2]", "mismatch_ratio_outside"))
+              if key in metrics[0]}
   n_params = sum(math.prod(x.shape) for x in
                  jax.tree_util.tree_leaves(policy_base.abstract_params(policy)))
   model_flops = flops.update_flops(config, task, policy) * R * K
   return {
       "model": label or model_label(config),
-      "dtype": config.model.get("dtype", "float32"),
+      "dtype": config.model.get("dtype", "float32") + (
+          f", {config.sampler_dtype} sampler" if config.get("sampler_dtype") else ""),
       "params M": n_params / 1e6,
       "B": R * B,
       "P": task.prompt_len,
@@ -212,6 +223,7 @@ def measure(config, *, repeats: int, peak: float, label: str | None = None) -> d
       "start RSS MiB": start_rss,  # what the process held as the row began
       "update times": [t / K for t in times],  # each timed chunk's seconds per update
       "sampling times": sampling_times,
+      **mismatch,
   }
 
 

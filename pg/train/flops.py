@@ -28,6 +28,21 @@ from pg.policy.sampler import cache_blocks
 from pg.train.build import shares_prompts
 
 
+def sampling_flops(config, task, policy) -> float:
+  """Model FLOPs of one update's sampling for one seed: the prefill of each prompt and every
+  decode step (each reading the cache blocks up to its own)."""
+  N, G = config.num_prompts, config.group_size
+  B = N * G
+  P, T = task.prompt_len, task.max_new_tokens
+  trunk = lambda attended: policy.token_flops(attended).trunk
+  head = policy.token_flops(0).head
+  segments, sizes = cache_blocks(P, T, P + T)  # the model's context is P + T (pg.train.build)
+  sampling = N * P * (trunk(sizes[0] + P) + head)  # prefill: block 0 and the prompt itself
+  for j, (start, stop) in enumerate(segments):  # a step in segment j reads blocks 0..j
+    sampling += B * (stop - start) * (trunk(sum(sizes[:j + 1]) + 1) + head)
+  return float(sampling)
+
+
 def update_flops(config, task, policy) -> float:
   """Model FLOPs of one update for one seed, from the policy's per-token count
   (`policy.token_flops`)."""
@@ -38,10 +53,6 @@ def update_flops(config, task, policy) -> float:
   trunk = lambda attended: policy.token_flops(attended).trunk
   critic = lambda attended: policy.token_flops(attended).critic
   head = policy.token_flops(0).head
-  segments, sizes = cache_blocks(P, T, S)  # the model's context is P + T (pg.train.build)
-  sampling = N * P * (trunk(sizes[0] + P) + head)  # prefill: block 0 and the prompt itself
-  for j, (start, stop) in enumerate(segments):  # a step in segment j reads blocks 0..j
-    sampling += B * (stop - start) * (trunk(sum(sizes[:j + 1]) + 1) + head)
   if shares_prompts(config, policy):
     trainer = lambda f: N * P * f(P) + B * (T - 1) * f(P + T - 1)
   else:
@@ -49,4 +60,4 @@ def update_flops(config, task, policy) -> float:
   forward = trainer(trunk) + trainer(critic) + B * T * head
   scoring = (policy.has_values + (config.kl_placement != "none")) * forward
   training = config.ppo_epochs * 3 * forward
-  return float(sampling + scoring + training)
+  return sampling_flops(config, task, policy) + float(scoring + training)
