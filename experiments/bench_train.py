@@ -78,79 +78,20 @@ def main():
 def reference(args):
   import shlex
   import sys
-  import time
-  from pg.bench import llm, reference as ref
+  from pg.bench import reference as ref
   path = args.config if "--config" in sys.argv else os.path.join(
       os.path.dirname(__file__), "..", "configs", "bench_smollm2_reference.py")
-  config = load_config(path)
-  start = time.perf_counter()
-  head = llm.header(config)
-  print(head, flush=True)
-  peak, peak_line = llm.float32_peak(args.peak_size or 0)
-  print(peak_line + "\n", flush=True)
-  if args.accelerator is not None:
-    from pg.run.tables import markdown_table
-    acc = ref.accelerator_rows(config, repeats=args.repeats,
-                               models=tuple(args.accelerator) or ("smollm2", "qwen0.5b"))
-    a = acc[0]
-    cell = lambda x: f"{x:.3g}" if isinstance(x, float) else str(x)
-    table = markdown_table(ref.ACCELERATOR_COLUMNS,
-                           [[cell(r[c]) for c in ref.ACCELERATOR_COLUMNS] for r in acc])
-    text = (f"{table}\n\nmeasured now: bf16 matmul "
-            f"peak {a['bf16 peak TFLOP/s']:.1f} TFLOP/s, float32 (default precision) "
-            f"{a['f32 peak TFLOP/s']:.1f} TFLOP/s, memory bandwidth {a['bandwidth GB/s']:.0f} "
-            f"GB/s")
-    print(text, flush=True)
-    if args.report:
-      with open(args.report, "w", encoding="utf-8") as f:
-        f.write(f"# The reference problem on {head.splitlines()[0]}\n\n`"
-                + shlex.join(["python", "experiments/bench_train.py", *sys.argv[1:]])
-                + f"`\n\n{text}\n")
-    return
-  rows = [] if args.rows == ["none"] else ref.rows(config, repeats=args.repeats, peak=peak,
-                                                   which=args.rows,
-                  on_row=lambda r: print(f"measured {r['row']}: {r['s/update']:.3g} s/update",
-                                         flush=True))
-  lines = [llm.table(rows), "", *ref.comparison(rows)] if rows else []
-  mismatch = [r for r in rows if "mismatch |Δ log π|" in r]
-  for r in mismatch:
-    lines.append(f"- {r['row']}: mean |Δ log π| between the bfloat16 sampler and the float32 "
-                 f"trainer {r['mismatch |Δ log π|']:.4f} per token; tokens with ρ outside "
-                 f"[0.5, 2]: {100 * r['ρ outside [0.5, 2]']:.2f}%")
-  if args.breakdown:
-    parts = ref.breakdown(config, repeats=args.repeats)
-    whole = next((r["s/update"] for r in rows if r["row"] == "float32"), None)
-    lines.append("\nfloat32 update, its parts jitted alone (median of "
-                 f"{args.repeats}): " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
-                 + (f"; the whole update {whole:.2f} s" if whole else ""))
+  early = None
   if args.early_stop:
-    from pg.bench.train import changed
-    task_config = changed(load_config(args.early_stop),
+    early = bench.changed(load_config(args.early_stop),
                           **{"task.options.max_new_tokens": args.early_stop_tokens})
-    e = ref.early_stop(task_config, repeats=args.repeats, greedy=args.early_stop_greedy)
-    how = "greedy" if args.early_stop_greedy else (
-        f"sampled at temperature {task_config.hparams.temperature}")
-    lines.append(f"\nthe sampler ({how}) on {os.path.basename(args.early_stop)}'s task "
-                 f"({task_config.num_prompts} prompts × {task_config.group_size} samples, "
-                 f"max_new_tokens {e['max_new_tokens']}): responses {e['mean length']:.1f} "
-                 f"tokens on average, the longest {e['longest']}, {100 * e['ended share']:.0f}% "
-                 f"ended; {e['stop early s']:.2f} s stopping once every row has ended against "
-                 f"{e['every step s']:.2f} s running every step "
-                 f"({e['every step s'] / e['stop early s']:.1f}×)")
-  wall = time.perf_counter() - start
-  text = "\n".join(lines)
-  print(f"\n{text}\n\nwall time {wall:.0f} s", flush=True)
-  if args.report:
-    command = shlex.join(["python", "experiments/bench_train.py", *sys.argv[1:]])
-    with open(args.report, "w", encoding="utf-8") as f:
-      f.write(f"# The PyTorch reference problem, run by pg\n\n`{command}`, {wall:.0f} s wall "
-              f"time.\n\n- {head.strip().replace(chr(10), chr(10) + '- ')}\n- {peak_line}\n- the "
-              f"reference (PyTorch + transformers, 2 threads, this machine): "
-              f"{ref.REFERENCE['s/update']} s per iteration (generation "
-              f"{ref.REFERENCE['generation s']} s, training {ref.REFERENCE['training s']} s), "
-              f"{ref.REFERENCE['tokens/s']:.0f} generated tokens/s, about "
-              f"{ref.REFERENCE['model GFLOP/s']:.0f} GFLOP/s of model work\n\n{text}\n")
-    print(f"wrote {args.report}")
+  ref.report(load_config(path), repeats=args.repeats, peak_size=args.peak_size or 0,
+             rows_which=None if args.rows is None else tuple(args.rows),
+             breakdown_parts=args.breakdown, early_stop_config=early,
+             early_stop_name=os.path.basename(args.early_stop or ""),
+             early_stop_greedy=args.early_stop_greedy, accelerator=args.accelerator,
+             report_path=args.report,
+             command=shlex.join(["python", "experiments/bench_train.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

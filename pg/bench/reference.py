@@ -232,3 +232,75 @@ def accelerator_rows(config, *, repeats: int, models=("smollm2", "qwen0.5b")) ->
 ACCELERATOR_COLUMNS = ("row", "s/update", "sampling s", "tokens/s", "gradient s",
                        "training TFLOP/s", "% of bf16 peak", "% of f32/TF32 peak",
                        "sampler GB/step", "% of bandwidth")
+
+
+def report(config, *, repeats: int, peak_size: int = 0, rows_which=None,
+           breakdown_parts: bool = False, early_stop_config=None, early_stop_name: str = "",
+           early_stop_greedy: bool = False, accelerator=None, report_path: str = "",
+           command: str = "") -> str:
+  """What `experiments/bench_train.py --reference` prints and writes (see its flags): the rows
+  against the reference, the mismatch, the update's parts, the early-stop check; or, with
+  `accelerator` (a list of model names, empty for both), the accelerator table. Returns the
+  text."""
+  import time
+
+  from pg.run.tables import markdown_table
+  start = time.perf_counter()
+  head = llm.header(config)
+  print(head, flush=True)
+  peak, peak_line = llm.float32_peak(peak_size)
+  print(peak_line + "\n", flush=True)
+  if accelerator is not None:
+    acc = accelerator_rows(config, repeats=repeats,
+                           models=tuple(accelerator) or ("smollm2", "qwen0.5b"))
+    a = acc[0]
+    cell = lambda x: f"{x:.3g}" if isinstance(x, float) else str(x)
+    table = markdown_table(ACCELERATOR_COLUMNS,
+                           [[cell(r[c]) for c in ACCELERATOR_COLUMNS] for r in acc])
+    text = (f"{table}\n\nmeasured now: bf16 matmul peak {a['bf16 peak TFLOP/s']:.1f} TFLOP/s, "
+            f"float32 (default precision) {a['f32 peak TFLOP/s']:.1f} TFLOP/s, memory "
+            f"bandwidth {a['bandwidth GB/s']:.0f} GB/s")
+    print(text, flush=True)
+    if report_path:
+      with open(report_path, "w", encoding="utf-8") as f:
+        f.write(f"# The reference problem on {head.splitlines()[0]}\n\n`{command}`\n\n{text}\n")
+    return text
+  measured = [] if rows_which == ("none",) else rows(
+      config, repeats=repeats, peak=peak, which=rows_which,
+      on_row=lambda r: print(f"measured {r['row']}: {r['s/update']:.3g} s/update", flush=True))
+  lines = [llm.table(measured), "", *comparison(measured)] if measured else []
+  for r in measured:
+    if "mismatch |Δ log π|" in r:
+      lines.append(f"- {r['row']}: mean |Δ log π| between the bfloat16 sampler and the float32 "
+                   f"trainer {r['mismatch |Δ log π|']:.4f} per token; tokens with ρ outside "
+                   f"[0.5, 2]: {100 * r['ρ outside [0.5, 2]']:.2f}%")
+  if breakdown_parts:
+    parts = breakdown(config, repeats=repeats)
+    whole = next((r["s/update"] for r in measured if r["row"] == "float32"), None)
+    lines.append(f"\nfloat32 update, its parts jitted alone (median of {repeats}): "
+                 + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
+                 + (f"; the whole update {whole:.2f} s" if whole else ""))
+  if early_stop_config is not None:
+    c = early_stop_config
+    e = early_stop(c, repeats=repeats, greedy=early_stop_greedy)
+    how = "greedy" if early_stop_greedy else f"sampled at temperature {c.hparams.temperature}"
+    lines.append(f"\nthe sampler ({how}) on {early_stop_name}'s task ({c.num_prompts} prompts × "
+                 f"{c.group_size} samples, max_new_tokens {e['max_new_tokens']}): responses "
+                 f"{e['mean length']:.1f} tokens on average, the longest {e['longest']}, "
+                 f"{100 * e['ended share']:.0f}% ended; {e['stop early s']:.2f} s stopping once "
+                 f"every row has ended against {e['every step s']:.2f} s running every step "
+                 f"({e['every step s'] / e['stop early s']:.1f}×)")
+  wall = time.perf_counter() - start
+  text = "\n".join(lines)
+  print(f"\n{text}\n\nwall time {wall:.0f} s", flush=True)
+  if report_path:
+    with open(report_path, "w", encoding="utf-8") as f:
+      f.write(f"# The PyTorch reference problem, run by pg\n\n`{command}`, {wall:.0f} s wall "
+              f"time.\n\n- {head.strip().replace(chr(10), chr(10) + '- ')}\n- {peak_line}\n- the "
+              f"reference (PyTorch + transformers, 2 threads, this machine): "
+              f"{REFERENCE['s/update']} s per iteration (generation {REFERENCE['generation s']} "
+              f"s, training {REFERENCE['training s']} s), {REFERENCE['tokens/s']:.0f} generated "
+              f"tokens/s, about {REFERENCE['model GFLOP/s']:.0f} GFLOP/s of model work\n\n"
+              f"{text}\n")
+    print(f"wrote {report_path}")
+  return text
