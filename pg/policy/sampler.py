@@ -66,7 +66,7 @@ def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos
   `stop_early` (default True): decoding stops once every row has ended (an end token in each),
   so short answers do not pay for `max_new_tokens`; the samples are the same as with False
   (every step run; ended rows emit pads), bit for bit. Under `vmap` the loop runs until every
-  mapped batch has ended.
+  mapped batch has ended. Without an end token nothing can end, and every step runs in a scan.
 
   `constrain` (a function of a tree whose leaves lead with the batch axis B) pins the KV cache,
   the logits and the done flags to devices at every step (the train step splits them over its
@@ -131,7 +131,8 @@ def sample(policy: Policy, params, prompts_NxP, key, *, max_new_tokens: int, eos
     return pin((cache, next_logits_Bx1xV[:, 0], done_B)), (y_B, logp_B * mask_B, mask_B)
 
   carry = pin((cache, logits_Bx1xV[:, 0], jnp.zeros((B,), bool)))
-  if not stop_early:
+  can_end = bool(int(eos_id) != -1 or any(int(i) != -1 for i in eos_ids))
+  if not stop_early or not can_end:  # nothing ends a row: every step runs, as one scan
     outs = []
     for j, (start, stop) in enumerate(segments):
       carry, out = jax.lax.scan(lambda c, t, j=j: step(c, t, j), carry, jnp.arange(start, stop))
