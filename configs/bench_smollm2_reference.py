@@ -6,9 +6,9 @@ random weights, float32, on the 2-core CPU.
       --config.model.init_from=$(python -c "from pg.policy.hf import smollm2; print(smollm2.config_path())") \
       --config.updates_per_chunk=10 --config.num_chunks=4 --config.checkpoint_every=4  # the curve
 
-The benchmark: 10 min 15 s on a 2-core CPU (three rows, the parts timed alone, the early-stop
-check; reports/bench_smollm2_reference/summary.md): 10.3 s per update in float32, 2.67× the
-PyTorch loop's 27.6 s. The learning curve from SmolLM2-135M-Instruct's weights: 8 min 9 s for
+The benchmark: about 9 minutes on a 2-core CPU (three rows and the parts timed alone; 10 min
+15 s with the early-stop check; reports/bench_smollm2_reference/summary.md): 11.0 s per update
+in float32 (10.3 s in an earlier run), 2.52× the PyTorch loop's 27.6 s. The learning curve from SmolLM2-135M-Instruct's weights: 8 min 9 s for
 40 updates (mean score 0.009 → 0.112, 1 seed). The problem, as the reference PyTorch +
 transformers loop runs it: 30 layers, width 576, 9 query / 3 key-value heads, MLP 1536,
 vocabulary 49,152, tied embeddings, random weights; 8 prompts × 4 samples, random 32-token prompts, 32 generated tokens (no end token),
