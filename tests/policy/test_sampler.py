@@ -165,7 +165,7 @@ def small_llama(vocab=12, max_len=96):
        "mlp_dim": 32}), vocab_size=vocab, max_len=max_len)
 
 
-@pytest.mark.parametrize("block", [None, 16])
+@pytest.mark.parametrize("block", [None, pytest.param(16, marks=pytest.mark.slow)])
 def test_decoding_stops_once_every_row_has_ended_with_the_same_samples(monkeypatch, block):
   if block:
     monkeypatch.setattr(sampler, "DECODE_BLOCK", block)  # several cache blocks, each a loop
