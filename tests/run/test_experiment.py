@@ -55,7 +55,7 @@ def test_every_config_runs_one_shrunk_chunk(path):
   config = configs.load_config_file(path)
   text = open(path).read()
   assert any(f"python experiments/{script}.py" in text  # opens with its command
-             for script in ("train", "sweep", "rlhf", "bench_llm"))
+             for script in ("train", "sweep", "rlhf", "bench_llm", "bench_memory", "bench_train"))
   if config.model.get("init_from"):  # a real checkpoint cannot be shrunk
     pytest.skip("loads a checkpoint: tests/bench/test_bench_llm.py runs its script on a tiny "
                 "model")
@@ -63,6 +63,8 @@ def test_every_config_runs_one_shrunk_chunk(path):
     config.num_seeds, config.updates_per_chunk = 2, 2
     config.num_prompts = max(2, config.num_minibatches)
     config.model.update(num_layers=1, d_model=32, num_heads=2)
+    if "num_kv_heads" in config.model:  # a Llama-family shape
+      config.model.update(num_kv_heads=1, mlp_dim=64)
   _, m, _ = run_chunks(config, 1)
   for k, v in m.items():
     assert np.all(np.isfinite(v)), k
