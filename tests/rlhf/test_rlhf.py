@@ -182,8 +182,8 @@ def assert_frozen(config, workdir):
   mu = adam["mu"]
   assert (jax.tree_util.tree_structure(mu) == jax.tree_util.tree_structure(state["params"]))
   assert set(state) == {"params", "ref_params", "opt_state", "baseline_state", "key", "step",
-                        "hp", "halted", "past_params"}  # past_params: None without staleness
-  assert state["past_params"] is None
+                        "hp", "halted", "past_params", "base"}  # None without staleness, LoRA
+  assert state["past_params"] is None and state["base"] is None
 
 
 @pytest.mark.slow
