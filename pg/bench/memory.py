@@ -24,14 +24,10 @@ import numpy as np
 from pg import train
 from pg.bench import llm
 from pg.policy import abstract_params, build_policy, lora, partition
+from pg.run.checkpoints import state_bytes
 from pg.run.sweep.memory import host_available_bytes, program_bytes
 
 GB = 1e9
-
-
-def tree_bytes(tree) -> int:
-  return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize
-                 for x in jax.tree_util.tree_leaves(tree)))
 
 
 def measure(config, runs: int, execute: bool = True) -> dict:
@@ -46,8 +42,8 @@ def measure(config, runs: int, execute: bool = True) -> dict:
   compile_s = time.perf_counter() - start
   m = compiled.memory_analysis()
   row = {"mode": f"LoRA r={config.lora.rank}" if config.lora.rank else "full fine-tune",
-         "runs": runs, "state GB": tree_bytes(abstract) / GB,
-         "base GB": tree_bytes(init.base) / GB if init.base is not None else 0.0,
+         "runs": runs, "state GB": state_bytes(abstract) / GB,
+         "base GB": state_bytes(init.base) / GB if init.base is not None else 0.0,
          "XLA temp GB": m.temp_size_in_bytes / GB, "XLA peak GB": program_bytes(compiled) / GB,
          "compile s": compile_s, "peak RSS GB": float("nan"), "s/update": float("nan")}
   free = host_available_bytes()
@@ -105,7 +101,7 @@ def abstract_table(options, vocab_size, devices: int = 8, rank: int = 16, runs: 
                  "total GB": 4 * p / GB})
   adapters = jax.eval_shape(lambda b: lora.init_adapters(jax.random.PRNGKey(0), b, targets,
                                                          rank), params)
-  a = tree_bytes(adapters)
+  a = state_bytes(adapters)
   for fsdp in (1, devices):
     specs = partition.param_specs(params, policy.partition_rules, {"fsdp": fsdp})
     p = partition.per_device_bytes(params, specs, {"fsdp": fsdp})
@@ -113,7 +109,7 @@ def abstract_table(options, vocab_size, devices: int = 8, rank: int = 16, runs: 
                  "Adam GB": 2 * runs * a / GB, "π_ref GB": 0.0, "adapters GB": runs * a / GB,
                  "total GB": (p + 3 * runs * a) / GB})
   for r in rows:
-    r["parameters B"] = tree_bytes(params) / 4 / 1e9
+    r["parameters B"] = state_bytes(params) / 4 / 1e9
   return rows
 
 

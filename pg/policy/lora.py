@@ -107,32 +107,32 @@ def combine(base, adapters):
   return {**base, **adapters}
 
 
+def adapted(variables):
+  """(module path tuple, A, B) for every adapter in `variables`' "lora" collection."""
+  def walk(prefix, node):
+    for k, v in node.items():
+      if "a" in v and "b" in v and not isinstance(v["a"], dict):
+        yield prefix + (k,), v["a"], v["b"]
+      else:
+        yield from walk(prefix + (k,), v)
+  return list(walk((), variables.get(LORA, {})))
+
+
 def merge(variables, alpha: float):
   """Plain params (no "lora" collection): each adapted kernel W + (α / r) A B. What a merged
   export writes; its logits equal those of the base with the adapters."""
   params = jax.tree_util.tree_map(lambda x: x, variables["params"])  # a copy of the dicts
-
-  def walk(node, adapters):
-    for k, v in adapters.items():
-      if "a" in v and "b" in v and not isinstance(v["a"], dict):
-        w = node[k]["kernel"]
-        node[k] = {**node[k], "kernel": (w + (alpha / v["a"].shape[-1])
-                                         * (v["a"] @ v["b"])).astype(w.dtype)}
-      else:
-        walk(node[k], v)
-  walk(params, variables.get(LORA, {}))
+  for path, a, b in adapted(variables):
+    *outer, last = path
+    node = params
+    for k in outer:
+      node = node[k]
+    w = node[last]["kernel"]
+    node[last] = {**node[last], "kernel": (w + (alpha / a.shape[-1]) * (a @ b)).astype(w.dtype)}
   return {"params": params}
 
 
 def delta(variables, alpha: float) -> dict:
   """path -> the change (α / r) A B each adapter makes to its kernel (for rank checks)."""
-  out = {}
-
-  def walk(prefix, adapters):
-    for k, v in adapters.items():
-      if "a" in v and not isinstance(v["a"], dict):
-        out[f"{prefix}/{k}/kernel"] = (alpha / v["a"].shape[-1]) * (v["a"] @ v["b"])
-      else:
-        walk(f"{prefix}/{k}", v)
-  walk("params", variables.get(LORA, {}))
-  return out
+  return {"/".join(("params",) + path + ("kernel",)): (alpha / a.shape[-1]) * (a @ b)
+          for path, a, b in adapted(variables)}

@@ -60,16 +60,17 @@ def make_programs(config, task, policy, num_runs: int | None = None, on_update=N
     base_sharding = None
   else:
     specs = sharding.policy_param_specs(config, policy)
-    init, train_chunk = make_train(config, task, policy, sharding.data_sharding(mesh),
-                                   on_update, sharding.param_shardings(mesh, specs))
-    per_run = sharding.seed_sharding(mesh)
-    # The start (pretrained weights, or LoRA's base) is one copy, split like one run's params.
+    # One run's params split over "fsdp"; the start (pretrained weights, or LoRA's base) is one
+    # copy split the same way.
     base_sharding = sharding.param_shardings(mesh, specs)
+    init, train_chunk = make_train(config, task, policy, sharding.data_sharding(mesh),
+                                   on_update, base_sharding)
+    per_run = sharding.seed_sharding(mesh)
     start_sharding = None
     if init.start_params is not None:
       start_sharding = sharding.param_shardings(
           mesh, sharding.policy_param_specs(config, policy, init.start_params))
-    state = _state_shardings(config, policy, mesh, specs, init)
+    state = _state_shardings(config, policy, mesh, specs)
     init_fn = jax.jit(jax.vmap(init, in_axes=(0, 0, None), spmd_axis_name=sharding.SEED),
                       in_shardings=(per_run, per_run,
                                     base_sharding if use_lora else start_sharding),
@@ -133,7 +134,7 @@ class CompiledChunk:
     return getattr(self.compiled, name)
 
 
-def _state_shardings(config, policy, mesh, specs, init):
+def _state_shardings(config, policy, mesh, specs):
   """The train state's shardings: the run axis over "seed", each run's parameters, Adam moments,
   π_ref and stale copies split over "fsdp" as `specs` say (LoRA's adapters: whole)."""
   params = abstract_params(policy)
