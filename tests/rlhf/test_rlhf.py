@@ -193,16 +193,22 @@ def test_reward_model_and_reference_stay_frozen(pipeline):
   assert_frozen(config, workdir)
 
 
+def copy_stage_inputs(source, workdir):
+  """π_ref, the reward model and the preferences of a pipeline run: what the RL and report
+  stages read."""
+  shutil.copytree(os.path.join(source, "pi_ref"), os.path.join(workdir, "pi_ref"))
+  for name in ("reward_model.msgpack", "preferences.npz", "summary.json"):
+    if os.path.exists(os.path.join(source, name)):
+      shutil.copy(os.path.join(source, name), workdir)
+
+
 @pytest.fixture(scope="module")
 def kl_in_loss(pipeline, tmp_path_factory):
   """The RL and report stages again from the pipeline's files, with a k2 KL term in the loss
   and a single β (not swept)."""
   config, source, _ = pipeline
   workdir = str(tmp_path_factory.mktemp("rlhf_kl_loss"))
-  shutil.copytree(os.path.join(source, "pi_ref"), os.path.join(workdir, "pi_ref"))
-  for name in ("reward_model.msgpack", "preferences.npz", "summary.json"):
-    if os.path.exists(os.path.join(source, name)):
-      shutil.copy(os.path.join(source, name), workdir)
+  copy_stage_inputs(source, workdir)
   config = tiny_rlhf()
   config.kl_placement, config.kl_estimator = "loss", "k2"
   config.sweep.kl_coef = None
@@ -228,10 +234,7 @@ def test_the_rl_stage_with_lora_trains_adapters_on_pi_ref(pipeline, tmp_path_fac
   puts them back on π_ref to sample and judge the final policies."""
   _, source, _ = pipeline
   workdir = str(tmp_path_factory.mktemp("rlhf_lora"))
-  shutil.copytree(os.path.join(source, "pi_ref"), os.path.join(workdir, "pi_ref"))
-  for name in ("reward_model.msgpack", "preferences.npz", "summary.json"):
-    if os.path.exists(os.path.join(source, name)):
-      shutil.copy(os.path.join(source, name), workdir)
+  copy_stage_inputs(source, workdir)
   config = tiny_rlhf()
   config.lora.rank = 2
   config.hparams.learning_rate = 3e-2
